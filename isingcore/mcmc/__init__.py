@@ -1,0 +1,1 @@
+"""Markov-chain Monte Carlo samplers: one array-API reference each, fast kernels dispatched."""

@@ -1,0 +1,1 @@
+"""Observables, autocorrelation-aware errors and ensemble estimators."""
