@@ -43,18 +43,57 @@ def merge_sublattices(a, b, spins):
 
 
 @njit(inline="always", cache=True)
-def _update_row(act, up, dn, row, side, buf, off, thr):
-    """Flip act[m] iff its word buf[off+m] < thr[5*(s+1)/2 + (nb+4)/2]; side neighbour row[m+side]."""
+def _update_site(act, up, dn, row, m, ms, buf, off, thr):
+    s = np.int32(act[m])
+    nb = np.int32(up[m]) + np.int32(dn[m]) + np.int32(row[m]) + np.int32(row[ms])
+    if np.int64(buf[off + m]) < thr[((s + 1) >> 1) * 5 + ((nb + 4) >> 1)]:
+        act[m] = -act[m]
+
+
+@njit(inline="always", cache=True)
+def _update_row(act, up, dn, row, side, buf, off, thr, symmetric):
+    """Flip act[m] iff its word buf[off+m] < thr[5*(s+1)/2 + (nb+4)/2]; side neighbour row[m+side].
+
+    The periodic end of the row is peeled off so that the main loop has no wrap-around, and the
+    threshold is picked by a chain of selects rather than a table load (a gather), which lets
+    LLVM vectorise the loop (about 5x faster than the table lookup on AVX2). With h = 0 the table
+    depends on s*nb only (``symmetric``), and a 5-way chain suffices.
+    """
     half = act.shape[0]
-    for m in range(half):
-        ms = m + side
-        if ms < 0:
-            ms += half
-        elif ms >= half:
-            ms -= half
+    t0, t1, t2, t3, t4, t5, t6, t7, t8, t9 = thr[0], thr[1], thr[2], thr[3], thr[4], thr[5], thr[6], thr[7], thr[8], thr[9]
+    if side < 0:
+        lo, hi = 1, half
+        _update_site(act, up, dn, row, 0, half - 1, buf, off, thr)
+    else:
+        lo, hi = 0, half - 1
+        _update_site(act, up, dn, row, half - 1, 0, buf, off, thr)
+    if symmetric:
+        # thr[5 + k] == thr[4 - k]: index by x = s * nb in {-4, ..., 4} -> thr[5 + (x + 4) / 2]
+        for m in range(lo, hi):
+            s = np.int32(act[m])
+            x = s * (np.int32(up[m]) + np.int32(dn[m]) + np.int32(row[m]) + np.int32(row[m + side]))
+            T = t5
+            T = t6 if x == -2 else T
+            T = t7 if x == 0 else T
+            T = t8 if x == 2 else T
+            T = t9 if x == 4 else T
+            flip = np.int32(np.int64(buf[off + m]) < T)
+            act[m] = np.int8(s - 2 * s * flip)
+        return
+    for m in range(lo, hi):
         s = np.int32(act[m])
-        nb = np.int32(up[m]) + np.int32(dn[m]) + np.int32(row[m]) + np.int32(row[ms])
-        T = thr[((s + 1) >> 1) * 5 + ((nb + 4) >> 1)]
+        nb = np.int32(up[m]) + np.int32(dn[m]) + np.int32(row[m]) + np.int32(row[m + side])
+        idx = ((s + 1) >> 1) * 5 + ((nb + 4) >> 1)
+        T = t0
+        T = t1 if idx == 1 else T
+        T = t2 if idx == 2 else T
+        T = t3 if idx == 3 else T
+        T = t4 if idx == 4 else T
+        T = t5 if idx == 5 else T
+        T = t6 if idx == 6 else T
+        T = t7 if idx == 7 else T
+        T = t8 if idx == 8 else T
+        T = t9 if idx == 9 else T
         flip = np.int32(np.int64(buf[off + m]) < T)
         act[m] = np.int8(s - 2 * s * flip)
 
@@ -62,30 +101,41 @@ def _update_row(act, up, dn, row, side, buf, off, thr):
 @njit(parallel=True, cache=True)
 def _half_sweeps(a, b, thr, seed, streams, step0, n_half):
     R, Lx, half = a.shape
+    rows = R * Lx
+    # rows are handed out in chunks so that the per-thread scratch is allocated once per chunk
+    n_chunks = min(rows, 64)
+    ngmax = (half + 6) // 4 + 1
+    symmetric = True
+    for k in range(5):
+        symmetric = symmetric and thr[k] == thr[9 - k]
     for t in range(n_half):
         step = np.uint64(step0) + np.uint64(t)
         colour = np.int64(step & np.uint64(1))
-        for rr in prange(R * Lx):
-            r = rr // Lx
-            i = rr - r * Lx
-            if colour == 0:
-                act = a[r, i]
-                oth = b[r]
-            else:
-                act = b[r, i]
-                oth = a[r]
-            h0 = i * half
-            ng = ((h0 + half + 3) >> 2) - (h0 >> 2)
-            c0 = np.empty(ng, np.uint32)
-            c1 = np.empty(ng, np.uint32)
-            c2 = np.empty(ng, np.uint32)
-            c3 = np.empty(ng, np.uint32)
-            buf = np.empty(4 * ng, np.uint32)
-            words_into(buf, c0, c1, c2, c3, h0, step, PURPOSE_LOCAL, seed, streams[r])
-            # the row's first active site has j = (i + colour) & 1: side neighbour at m-1 (j=0) or m+1
-            side = -1 if ((i + colour) & 1) == 0 else 1
-            _update_row(act, oth[(i - 1 + Lx) % Lx], oth[(i + 1) % Lx], oth[i], side, buf,
-                        h0 - 4 * (h0 >> 2), thr)
+        for ch in prange(n_chunks):
+            c0 = np.empty(ngmax, np.uint32)
+            c1 = np.empty(ngmax, np.uint32)
+            c2 = np.empty(ngmax, np.uint32)
+            c3 = np.empty(ngmax, np.uint32)
+            buf = np.empty(4 * ngmax, np.uint32)
+            for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+                r = rr // Lx
+                i = rr - r * Lx
+                if colour == 0:
+                    act = a[r, i]
+                    oth = b[r]
+                else:
+                    act = b[r, i]
+                    oth = a[r]
+                h0 = i * half
+                ng = ((h0 + half + 3) >> 2) - (h0 >> 2)
+                words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], h0, step, PURPOSE_LOCAL, seed, streams[r])
+                # the row's first active site has j = (i + colour) & 1: side neighbour at m-1 (j=0) or m+1
+                up, dn, row, off = oth[(i - 1 + Lx) % Lx], oth[(i + 1) % Lx], oth[i], h0 - 4 * (h0 >> 2)
+                # two inlined copies with a literal offset: LLVM vectorises only a constant stride
+                if ((i + colour) & 1) == 0:
+                    _update_row(act, up, dn, row, -1, buf, off, thr, symmetric)
+                else:
+                    _update_row(act, up, dn, row, 1, buf, off, thr, symmetric)
 
 
 def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams):
