@@ -21,9 +21,62 @@ from . import random as rng
 from .constants import BETA_C
 from .mcmc import local
 
-#: Algorithms accepted by ``Simulation(algorithm=...)``.
-ALGORITHMS = ("metropolis", "heatbath")
 KERNELS = ("auto", "fast", "reference")
+
+
+class LocalUpdater:
+    """Checkerboard Metropolis / heat bath: one sweep is two RNG steps (half-sweeps)."""
+
+    steps_per_sweep = 2
+
+    def __init__(self, sim: "Simulation", kernel: str):
+        self.thresholds_np = local.flip_thresholds(sim.algorithm, sim.beta, sim.J, sim.h)
+        self.thresholds = sim.xp.asarray(self.thresholds_np)
+        self.fast = self._select_kernel(sim, kernel)
+
+    @staticmethod
+    def _select_kernel(sim, kernel):
+        if kernel == "reference" or sim.backend == "array_api_strict":
+            if kernel == "fast":
+                raise ValueError("kernel='fast' is not available on backend='array_api_strict'")
+            return None
+        if sim.backend == "numpy":
+            from .backends.numba_cpu import local as fused
+
+            return fused.checkerboard_sweeps
+        try:  # cupy
+            from .backends.cuda import local as fused_cuda
+        except ImportError as exc:
+            if kernel == "fast":
+                raise _array.BackendUnavailableError(
+                    f"kernel='fast' on backend='cupy' needs numba-cuda ({exc}); use kernel='reference'"
+                ) from exc
+            return None
+        return fused_cuda.checkerboard_sweeps
+
+    def advance(self, sim: "Simulation", n_sweeps: int) -> None:
+        n_half = 2 * n_sweeps
+        if n_half == 0:
+            return
+        self.advance_steps(sim, n_half)
+
+    def advance_steps(self, sim: "Simulation", n_half: int) -> None:
+        """``n_half`` half-sweeps starting at ``sim.step`` (colour ``step % 2`` first)."""
+        step = sim.step
+        if not isinstance(step, int):
+            raise ValueError("checkerboard updates need one common step counter for all replicas")
+        kw = dict(step=step, thresholds=self.thresholds, seed=sim.seed, streams=sim.streams)
+        if self.fast is not None:
+            sim._spins = self.fast(sim._spins, n_half, **kw)
+        else:
+            sim._spins = local.checkerboard_sweeps(sim._spins, n_half, xp=sim.xp, **kw)
+        sim.steps += n_half
+
+
+#: Algorithms accepted by ``Simulation(algorithm=...)`` and the class that runs each.
+#: An updater has ``steps_per_sweep`` (RNG steps per sweep, or None) and ``advance(sim, n_sweeps)``.
+UPDATERS = {"metropolis": LocalUpdater, "heatbath": LocalUpdater}
+ALGORITHMS = tuple(UPDATERS)
 
 
 def check_size(size, *, even: bool = True, minimum: int = 2) -> tuple[int, int]:
@@ -112,8 +165,9 @@ class Simulation:
         shape (replicas, Lx, Ly) or (Lx, Ly).
     stream : int
         First stream index (chains of an ensemble are told apart by their streams).
-    step : int
-        Initial value of the update counter (to continue a chain, see :meth:`state`).
+    step : int or sequence of int
+        Initial value of the RNG update counter, common or one per replica (to continue a chain,
+        see :meth:`state`).
     kernel : {"auto", "fast", "reference"}
         ``"auto"`` uses the fused kernel of the backend when there is one; ``"reference"`` the
         array-API code. Both give identical bits.
@@ -138,38 +192,20 @@ class Simulation:
             raise ValueError("stream + replicas must not exceed 2**32")
         if kernel not in KERNELS:
             raise ValueError(f"kernel={kernel!r} is not known; allowed values: {', '.join(map(repr, KERNELS))}")
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise ValueError(f"step must be a non-negative integer, got {step!r}")
-        self.step = int(step)
+        steps = np.asarray(step)
+        if steps.dtype == bool or not np.issubdtype(steps.dtype, np.integer) or np.any(steps < 0) or \
+                steps.ndim > 1 or (steps.ndim == 1 and steps.shape[0] != self.replicas):
+            raise ValueError(f"step must be a non-negative integer or one per replica ({self.replicas}), got {step!r}")
+        #: RNG update counter of each replica (int64 NumPy array, host side)
+        self.steps = np.broadcast_to(steps.astype(np.int64), (self.replicas,)).copy()
         self.backend = _array.check_backend_name(backend)
         self.xp = _array.namespace(backend)
         self.streams = self.xp.asarray(np.arange(stream, stream + self.replicas, dtype=np.uint32))
-        self._fast = self._select_kernel(kernel)
-        self.kernel = "fast" if self._fast is not None else "reference"
-        self._thresholds_np = local.flip_thresholds(algorithm, self.beta, self.J, self.h)
-        self._thresholds = self.xp.asarray(self._thresholds_np)
+        self._updater = UPDATERS[algorithm](self, kernel)
+        self.kernel = "fast" if self._updater.fast is not None else "reference"
         self._spins = self._initial_spins(start)
 
     # -- set-up ------------------------------------------------------------------------------
-    def _select_kernel(self, kernel: str):
-        if kernel == "reference" or self.backend == "array_api_strict":
-            if kernel == "fast":
-                raise ValueError("kernel='fast' is not available on backend='array_api_strict'")
-            return None
-        if self.backend == "numpy":
-            from .backends.numba_cpu import local as fused
-
-            return fused.checkerboard_sweeps
-        try:  # cupy
-            from .backends.cuda import local as fused_cuda
-        except ImportError as exc:
-            if kernel == "fast":
-                raise _array.BackendUnavailableError(
-                    f"kernel='fast' on backend='cupy' needs numba-cuda ({exc}); use kernel='reference'"
-                ) from exc
-            return None
-        return fused_cuda.checkerboard_sweeps
-
     def _initial_spins(self, start):
         xp = self.xp
         if isinstance(start, str):
@@ -192,17 +228,25 @@ class Simulation:
         return self._spins
 
     @property
+    def step(self):
+        """The RNG update counter: an int when all replicas share it, else the per-replica array."""
+        if np.all(self.steps == self.steps[0]):
+            return int(self.steps[0])
+        return self.steps.copy()
+
+    @property
     def n_sites(self) -> int:
         return self.Lx * self.Ly
 
     @property
     def sweeps_done(self) -> float:
-        """Sweeps performed since step 0 (a checkerboard sweep is two RNG steps)."""
-        return self.step / 2
+        """Sweeps performed since step 0, for algorithms with a fixed number of RNG steps per sweep."""
+        per = self._updater.steps_per_sweep
+        return float(self.steps[0]) / per if per else float("nan")
 
     def state(self) -> dict:
-        """What is needed to continue this chain exactly: spins (NumPy) and the step counter."""
-        return {"spins": _array.to_numpy(self._spins).copy(), "step": self.step}
+        """What is needed to continue these chains exactly: spins (NumPy) and the per-replica steps."""
+        return {"spins": _array.to_numpy(self._spins).copy(), "step": self.steps.copy()}
 
     # -- dynamics ----------------------------------------------------------------------------
     def sweep(self, n: int = 1, progress: bool | None = None) -> "Simulation":
@@ -224,24 +268,13 @@ class Simulation:
         done = 0
         while done < n:
             k = min(chunk, n - done)
-            self._advance(2 * k)
+            self._updater.advance(self, k)
             done += k
             if bar is not None:
                 bar.update(k)
         if bar is not None:
             bar.close()
         return self
-
-    def _advance(self, n_half: int) -> None:
-        if n_half == 0:
-            return
-        if self._fast is not None:
-            self._spins = self._fast(self._spins, n_half, step=self.step, thresholds=self._thresholds,
-                                     seed=self.seed, streams=self.streams)
-        else:
-            self._spins = local.checkerboard_sweeps(self._spins, n_half, step=self.step, thresholds=self._thresholds,
-                                                    seed=self.seed, streams=self.streams, xp=self.xp)
-        self.step += n_half
 
     # -- observables -------------------------------------------------------------------------
     def energy(self):

@@ -128,7 +128,7 @@ def test_observed_half_sweep_outcomes_match_transition_probabilities(algorithm, 
     beta, h, R = isingcore.BETA_C, 0.2, 40_000
     s0 = np.array([[1, -1, 1, 1], [1, 1, -1, 1], [-1, -1, 1, 1], [1, 1, 1, -1]], dtype=np.int8)
     sim = isingcore.Simulation(4, beta, algorithm, seed=99, replicas=R, h=h, start=s0, step=colour, kernel=kernel)
-    sim._advance(1)  # exactly one half-sweep of colour `colour`
+    sim._updater.advance_steps(sim, 1)  # exactly one half-sweep of colour `colour`
     out = np.asarray(sim.spins).reshape(R, 16)
     mask = (((np.arange(4)[:, None] + np.arange(4)[None, :]) % 2) == colour).reshape(-1)
     assert np.all(out[:, ~mask] == s0.reshape(-1)[~mask])
