@@ -1,1 +1,62 @@
-"""Observables, autocorrelation-aware errors and ensemble estimators."""
+"""Observables, autocorrelation-aware errors and ensemble estimators.
+
+* :mod:`~isingcore.measure.observables` -- per-configuration observables written against the
+  array API (NumPy, CuPy, array-api-strict): :func:`magnetization`, :func:`nn_correlations`,
+  :func:`diagonal_correlation`, :func:`energy_per_site`, :func:`measure`.
+* :mod:`~isingcore.measure.autocorrelation` -- U. Wolff's Γ-method (Comput. Phys. Commun. 156
+  (2004) 143): :func:`gamma_method`, :func:`derived`, the binned :func:`jackknife`,
+  :func:`normalized_autocorrelation`, and the result type :class:`Estimate`.
+* :mod:`~isingcore.measure.ensemble` -- :func:`binder_cumulant`, :func:`susceptibility`,
+  :func:`susceptibility_connected`, :func:`specific_heat`,
+  :func:`magnetization_energy_cumulant`, and :func:`analyze_series` for a whole table.
+
+Only NumPy is imported here; the array-API helpers are imported when first used.
+"""
+
+from .autocorrelation import (
+    Estimate,
+    GammaMethodWarning,
+    normalized_autocorrelation,
+    derived,
+    format_value_error,
+    gamma_method,
+    jackknife,
+)
+from .ensemble import (
+    analyze_series,
+    binder_cumulant,
+    magnetization_energy_cumulant,
+    specific_heat,
+    susceptibility,
+    susceptibility_connected,
+)
+from .observables import (
+    OBSERVABLES,
+    diagonal_correlation,
+    energy_per_site,
+    magnetization,
+    measure,
+    nn_correlations,
+)
+
+__all__ = [
+    "Estimate",
+    "GammaMethodWarning",
+    "normalized_autocorrelation",
+    "derived",
+    "format_value_error",
+    "gamma_method",
+    "jackknife",
+    "analyze_series",
+    "binder_cumulant",
+    "magnetization_energy_cumulant",
+    "specific_heat",
+    "susceptibility",
+    "susceptibility_connected",
+    "OBSERVABLES",
+    "diagonal_correlation",
+    "energy_per_site",
+    "magnetization",
+    "measure",
+    "nn_correlations",
+]
