@@ -28,6 +28,7 @@ class LocalUpdater:
     """Checkerboard Metropolis / heat bath: one sweep is two RNG steps (half-sweeps)."""
 
     steps_per_sweep = 2
+    requires_even = True
 
     def __init__(self, sim: "Simulation", kernel: str):
         self.thresholds_np = local.flip_thresholds(sim.algorithm, sim.beta, sim.J, sim.h)
@@ -73,9 +74,25 @@ class LocalUpdater:
         sim.steps += n_half
 
 
-#: Algorithms accepted by ``Simulation(algorithm=...)`` and the class that runs each.
-#: An updater has ``steps_per_sweep`` (RNG steps per sweep, or None) and ``advance(sim, n_sweeps)``.
+def _lazy_updater(module: str, cls: str, requires_even: bool = False):
+    """Factory that imports ``isingcore.mcmc.<module>.<cls>`` on first use (keeps import light)."""
+
+    def make(sim, kernel):
+        import importlib
+
+        return getattr(importlib.import_module(f"isingcore.mcmc.{module}"), cls)(sim, kernel)
+
+    make.requires_even = requires_even
+    return make
+
+
+#: Algorithms accepted by ``Simulation(algorithm=...)`` and the updater that runs each.
+#: An updater is built as ``Updater(sim, kernel)`` and has ``fast`` (the fused kernel or None),
+#: ``steps_per_sweep`` (RNG steps per sweep, or None when it varies) and ``advance(sim, n_sweeps)``,
+#: which updates ``sim._spins`` and the per-replica counters ``sim.steps``.
 UPDATERS = {"metropolis": LocalUpdater, "heatbath": LocalUpdater}
+# UPDATERS["wolff"] = _lazy_updater("wolff", "WolffUpdater")
+# UPDATERS["swendsen-wang"] = _lazy_updater("swendsen_wang", "SwendsenWangUpdater")
 ALGORITHMS = tuple(UPDATERS)
 
 
@@ -179,7 +196,7 @@ class Simulation:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={algorithm!r} is not known; allowed values: {', '.join(map(repr, ALGORITHMS))}")
         self.algorithm = algorithm
-        self.Lx, self.Ly = check_size(size)
+        self.Lx, self.Ly = check_size(size, even=getattr(UPDATERS[algorithm], "requires_even", True))
         self.beta = check_beta(beta)
         self.J = check_coupling(J, "J")
         self.h = check_coupling(h, "h")
@@ -233,6 +250,11 @@ class Simulation:
         if np.all(self.steps == self.steps[0]):
             return int(self.steps[0])
         return self.steps.copy()
+
+    @property
+    def updater(self):
+        """The algorithm's updater (cluster algorithms expose their cluster statistics here)."""
+        return self._updater
 
     @property
     def n_sites(self) -> int:
