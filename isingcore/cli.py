@@ -1,0 +1,273 @@
+"""The ``isingcore`` command line.
+
+Subcommands::
+
+    isingcore run                      # the main job on its defaults: sample, write HDF5, analyse
+    isingcore sample --size L --beta B --algorithm A --configs N --spacing K --thermalize T \\
+                     --seed S --backend numpy --out FILE.h5 [--chains C] [--resume]
+    isingcore analyze FILE.h5 [--json]
+    isingcore info
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _beta(text: str):
+    from .simulation import check_beta
+
+    try:
+        return check_beta(text if text.strip().lower() in ("critical", "c", "kc", "beta_c") else float(text))
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
+def _size(text: str):
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected L or LxxLy, got {text!r}") from None
+    if len(dims) == 1:
+        return dims[0]
+    if len(dims) == 2:
+        return tuple(dims)
+    raise argparse.ArgumentTypeError(f"expected L or LxxLy, got {text!r}")
+
+
+def _add_sample_args(p: argparse.ArgumentParser, defaults: dict) -> None:
+    from .simulation import ALGORITHMS
+
+    p.add_argument("--size", type=_size, default=defaults["size"], help="linear size L (or LxxLy), even")
+    p.add_argument("--beta", type=_beta, default=defaults["beta"], help="inverse temperature, or 'critical'")
+    p.add_argument("--algorithm", choices=ALGORITHMS, default=defaults["algorithm"])
+    p.add_argument("--configs", type=_positive_int, default=defaults["configs"], help="configurations per chain")
+    p.add_argument("--spacing", type=_positive_int, default=defaults["spacing"], help="sweeps between stored configurations")
+    p.add_argument("--thermalize", type=_nonneg_int, default=defaults["thermalize"], help="sweeps before the first configuration")
+    p.add_argument("--seed", type=_nonneg_int, default=defaults["seed"])
+    p.add_argument("--chains", type=_positive_int, default=1, help="independent chains (RNG streams 0..C-1), run as one batch")
+    p.add_argument("--backend", default="numpy", help="numpy or cupy")
+    p.add_argument("--J", type=float, default=1.0, help="coupling J")
+    p.add_argument("--h", type=float, default=0.0, help="field h")
+    p.add_argument("--out", default=defaults["out"], help="output HDF5 file")
+
+
+SAMPLE_DEFAULTS = dict(size=64, beta="critical", algorithm="metropolis", configs=1000, spacing=10, thermalize=5000,
+                       seed=1, out="ensemble.h5")
+RUN_DEFAULTS = dict(SAMPLE_DEFAULTS, out="isingcore_run.h5", configs=2000)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="isingcore", description="2D Ising model: sampling, ensembles and analysis")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("run", help="the main job on its defaults: sample a critical ensemble, write HDF5, print the analysis")
+    _add_sample_args(p, RUN_DEFAULTS)
+    p.add_argument("--json", action="store_true", help="print the analysis as JSON")
+
+    p = sub.add_parser("sample", help="sample an ensemble into an HDF5 file")
+    _add_sample_args(p, SAMPLE_DEFAULTS)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same file and parameters")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
+
+    p = sub.add_parser("analyze", aliases=["analyse"], help="observables with errors and exact values")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+
+    sub.add_parser("info", help="versions, backends, devices and usable onnxruntime providers")
+    return parser
+
+
+def _progress_enabled(mode: str) -> bool:
+    return mode == "on" or (mode == "auto" and sys.stderr.isatty())
+
+
+def sample(args, *, overwrite: bool, resume: bool, progress: bool, log=print) -> str:
+    """Run ``isingcore sample`` (also used by ``run``). Returns the output path."""
+    import numpy as np
+
+    from . import io as iio
+    from ._array import to_numpy
+    from .simulation import Simulation
+
+    sim_kw = dict(size=args.size, beta=args.beta, algorithm=args.algorithm, seed=args.seed, backend=args.backend,
+                  replicas=args.chains, J=args.J, h=args.h)
+    probe = Simulation(**{**sim_kw, "start": "cold"})  # validates every parameter before any file is touched
+    attrs = dict(algorithm=args.algorithm, beta=probe.beta, J=probe.J, h=probe.h, Lx=probe.Lx, Ly=probe.Ly,
+                 seed=args.seed, thermalization=args.thermalize, spacing=args.spacing, backend=args.backend,
+                 extra=dict(chains=args.chains, configs_per_chain=args.configs, kernel=probe.kernel,
+                            command=" ".join(sys.argv[1:]) or "isingcore"))
+    names = ["energy", "magnetization", "c10x", "c10y", "c11"]
+    if resume and os.path.exists(args.out):
+        writer = iio.EnsembleWriter.resume(args.out)
+        stored = dict(writer.attrs)
+        stored.update(stored.get("extra") or {})
+        want = {**attrs, **attrs["extra"]}
+        for key in ("algorithm", "beta", "J", "h", "Lx", "Ly", "seed", "thermalization", "spacing", "chains"):
+            if key in stored and stored[key] != want[key]:
+                writer.close()
+                raise SystemExit(f"isingcore sample --resume: {args.out} was written with {key}={stored[key]!r}, "
+                                 f"not {want[key]!r}; use the same parameters or another --out")
+        last = writer.last_state()
+    else:
+        if os.path.exists(args.out) and not overwrite:
+            raise SystemExit(f"isingcore sample: {args.out} exists; pass --resume to continue it or --overwrite to replace it")
+        writer = iio.EnsembleWriter.create(args.out, attrs, names, overwrite=True)
+        last = {}
+    with writer:
+        done = {c: last[c][2] for c in last}
+        counts = {done.get(c, 0) for c in range(args.chains)}
+        if len(counts) != 1:
+            raise SystemExit(f"isingcore sample --resume: chains of {args.out} hold different numbers of configurations "
+                             f"({sorted(counts)}); the file was not written by one batched run")
+        n_done = counts.pop()
+        if n_done:
+            spins = np.stack([last[c][0] for c in range(args.chains)])
+            steps = np.array([last[c][1] for c in range(args.chains)], dtype=np.int64)
+            sim = Simulation(**sim_kw, start=spins, step=steps)
+            log(f"resuming {args.out}: {n_done} configurations per chain already stored, step {sim.step}")
+        else:
+            sim = Simulation(**sim_kw)
+            if args.thermalize:
+                log(f"thermalizing {args.thermalize} sweeps ({args.algorithm}, L={probe.Lx}x{probe.Ly}, "
+                    f"beta={probe.beta:.10g}, {args.chains} chain(s))")
+                sim.sweep(args.thermalize, progress=progress)
+        remaining = args.configs - n_done
+        bar = None
+        if progress and remaining > 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=args.configs, initial=n_done, unit="config", desc="sampling")
+        chains = np.arange(args.chains, dtype=np.int32)
+        t0 = time.perf_counter()
+        for _ in range(max(remaining, 0)):
+            sim.sweep(args.spacing, progress=False)
+            obs = {k: to_numpy(v) for k, v in sim.measure().items() if k in names}
+            writer.append(sim.spins, obs, chain=chains, step=sim.steps.copy())
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        dt = time.perf_counter() - t0
+    if remaining > 0:
+        sweeps = remaining * args.spacing * args.chains
+        log(f"wrote {remaining * args.chains} configurations to {args.out} in {dt:.1f} s "
+            f"({sweeps * probe.n_sites / max(dt, 1e-9) / 1e9:.3f} spin updates per ns including measurements)")
+    return args.out
+
+
+def cmd_info() -> int:
+    import platform
+
+    from . import __version__
+    from ._array import cupy_status
+
+    def ver(mod):
+        try:
+            m = __import__(mod)
+            return getattr(m, "__version__", "installed")
+        except Exception as exc:  # noqa: BLE001 - report anything
+            return f"not available ({type(exc).__name__})"
+
+    print(f"isingcore {__version__}  (Python {platform.python_version()}, {platform.platform()})")
+    for mod in ("numpy", "numba", "h5py", "array_api_compat", "onnxruntime", "tqdm", "cupy", "dask", "torch", "matplotlib"):
+        print(f"  {mod:<18}{ver(mod)}")
+    print("backends:")
+    print("  numpy             usable (fused kernels: Numba CPU, threads: %s)" % _numba_threads())
+    ok, why = cupy_status()
+    print(f"  cupy              {'usable' if ok else 'not usable'}: {why}")
+    try:
+        from numba import cuda
+
+        cuda_ok = cuda.is_available()
+    except Exception:  # noqa: BLE001
+        cuda_ok = False
+    print(f"  numba-cuda        {'CUDA device usable' if cuda_ok else 'no usable CUDA device'}")
+    from .onnx_runtime import usable_providers
+
+    prov, note = usable_providers()
+    print(f"onnxruntime providers actually usable: {', '.join(prov) if prov else 'none'}{note}")
+    return 0
+
+
+def _numba_threads():
+    try:
+        import numba
+
+        return numba.config.NUMBA_NUM_THREADS
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "info":
+        return cmd_info()
+    if args.command in ("analyze", "analyse"):
+        from .analysis import analyze_ensemble, format_table
+        from .io import EnsembleFormatError
+
+        if not os.path.exists(args.file):
+            print(f"isingcore analyze: no such file: {args.file}", file=sys.stderr)
+            return 2
+        try:
+            result = analyze_ensemble(args.file)
+        except EnsembleFormatError as exc:
+            print(f"isingcore analyze: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps(result) if args.json else format_table(result))
+        return 0
+    try:
+        if args.command == "sample":
+            sample(args, overwrite=args.overwrite, resume=args.resume, progress=_progress_enabled(args.progress))
+            return 0
+        if args.command == "run":
+            from .analysis import analyze_ensemble, format_table
+
+            log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+            path = sample(args, overwrite=True, resume=False, progress=_progress_enabled("auto"), log=log)
+            result = analyze_ensemble(path)
+            print(json.dumps(result) if args.json else format_table(result))
+            return 0
+    except (ValueError, TypeError) as exc:
+        print(f"isingcore {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from ._array import BackendUnavailableError
+
+        if isinstance(exc, BackendUnavailableError):
+            print(f"isingcore {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
+    parser.error(f"unknown command {args.command}")
+    return 2
