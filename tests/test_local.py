@@ -64,6 +64,22 @@ def test_reference_strict_and_numba_identical_bits(c):
     np.testing.assert_array_equal(ref, fast)
 
 
+@pytest.mark.parametrize("driver", ["_sweeps_serial", "_sweeps_parallel_replicas", "_sweeps_parallel_rows"])
+@pytest.mark.parametrize("shape", [(1, 6, 10), (3, 8, 4), (5, 2, 2)])
+def test_every_threading_driver_gives_the_reference_bits(driver, shape):
+    rs = np.random.default_rng(sum(shape))
+    spins = rs.choice(np.array([-1, 1], np.int8), size=shape)
+    for alg, h in (("metropolis", 0.0), ("heatbath", 0.25)):
+        thr = local.flip_thresholds(alg, 0.5, 1.0, h)
+        streams = np.arange(3, 3 + shape[0], dtype=np.uint32)
+        ref = local.checkerboard_sweeps(spins, 5, step=2**32 - 2, thresholds=thr, seed=8, streams=streams, xp=xnp)
+        a, b = fused.split_sublattices(spins)
+        getattr(fused, driver)(a, b, thr, np.int64(8), streams, np.uint64(2**32 - 2), 5)
+        out = np.empty_like(spins)
+        fused.merge_sublattices(a, b, out)
+        np.testing.assert_array_equal(out, ref)
+
+
 @given(lattice_case())
 def test_z2_flipped_start_gives_flipped_result(c):
     """Sweeping -s with -h gives exactly -(sweep of s) with the same counters (both kernels)."""

@@ -98,16 +98,45 @@ def _update_row(act, up, dn, row, side, buf, off, thr, symmetric):
         act[m] = np.int8(s - 2 * s * flip)
 
 
+@njit(inline="always", cache=True)
+def _half_sweep_row(a, b, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf):
+    """Update the active sites of row i of replica r in half-sweep ``step`` (colour ``colour``)."""
+    Lx = a.shape[1]
+    half = a.shape[2]
+    if colour == 0:
+        act = a[r, i]
+        oth = b[r]
+    else:
+        act = b[r, i]
+        oth = a[r]
+    h0 = i * half
+    ng = ((h0 + half + 3) >> 2) - (h0 >> 2)
+    words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], h0, step, PURPOSE_LOCAL, seed, stream)
+    up, dn, row, off = oth[(i - 1 + Lx) % Lx], oth[(i + 1) % Lx], oth[i], h0 - 4 * (h0 >> 2)
+    # the row's first active site has j = (i + colour) & 1: side neighbour at m-1 (j = 0) or m+1.
+    # Two inlined copies with a literal offset: LLVM vectorises only a constant stride.
+    if ((i + colour) & 1) == 0:
+        _update_row(act, up, dn, row, -1, buf, off, thr, symmetric)
+    else:
+        _update_row(act, up, dn, row, 1, buf, off, thr, symmetric)
+
+
+@njit(inline="always", cache=True)
+def _is_symmetric(thr):
+    sym = True
+    for k in range(5):
+        sym = sym and thr[k] == thr[9 - k]
+    return sym
+
+
 @njit(parallel=True, cache=True)
-def _half_sweeps(a, b, thr, seed, streams, step0, n_half):
+def _sweeps_parallel_rows(a, b, thr, seed, streams, step0, n_half):
+    """Threads over rows (and replicas) inside each half-sweep: for a few large lattices."""
     R, Lx, half = a.shape
     rows = R * Lx
-    # rows are handed out in chunks so that the per-thread scratch is allocated once per chunk
-    n_chunks = min(rows, 64)
+    n_chunks = min(rows, 64)  # scratch is allocated once per chunk of rows
     ngmax = (half + 6) // 4 + 1
-    symmetric = True
-    for k in range(5):
-        symmetric = symmetric and thr[k] == thr[9 - k]
+    symmetric = _is_symmetric(thr)
     for t in range(n_half):
         step = np.uint64(step0) + np.uint64(t)
         colour = np.int64(step & np.uint64(1))
@@ -119,29 +148,53 @@ def _half_sweeps(a, b, thr, seed, streams, step0, n_half):
             buf = np.empty(4 * ngmax, np.uint32)
             for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
                 r = rr // Lx
-                i = rr - r * Lx
-                if colour == 0:
-                    act = a[r, i]
-                    oth = b[r]
-                else:
-                    act = b[r, i]
-                    oth = a[r]
-                h0 = i * half
-                ng = ((h0 + half + 3) >> 2) - (h0 >> 2)
-                words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], h0, step, PURPOSE_LOCAL, seed, streams[r])
-                # the row's first active site has j = (i + colour) & 1: side neighbour at m-1 (j=0) or m+1
-                up, dn, row, off = oth[(i - 1 + Lx) % Lx], oth[(i + 1) % Lx], oth[i], h0 - 4 * (h0 >> 2)
-                # two inlined copies with a literal offset: LLVM vectorises only a constant stride
-                if ((i + colour) & 1) == 0:
-                    _update_row(act, up, dn, row, -1, buf, off, thr, symmetric)
-                else:
-                    _update_row(act, up, dn, row, 1, buf, off, thr, symmetric)
+                _half_sweep_row(a, b, r, rr - r * Lx, colour, step, thr, seed, streams[r], symmetric,
+                                c0, c1, c2, c3, buf)
+
+
+def _sweeps_by_replica(a, b, thr, seed, streams, step0, n_half):
+    """Replicas independent, all half-sweeps of a replica in one go: one barrier per call."""
+    R, Lx, half = a.shape
+    ngmax = (half + 6) // 4 + 1
+    symmetric = _is_symmetric(thr)
+    for r in prange(R):
+        c0 = np.empty(ngmax, np.uint32)
+        c1 = np.empty(ngmax, np.uint32)
+        c2 = np.empty(ngmax, np.uint32)
+        c3 = np.empty(ngmax, np.uint32)
+        buf = np.empty(4 * ngmax, np.uint32)
+        for t in range(n_half):
+            step = np.uint64(step0) + np.uint64(t)
+            colour = np.int64(step & np.uint64(1))
+            for i in range(Lx):
+                _half_sweep_row(a, b, r, i, colour, step, thr, seed, streams[r], symmetric, c0, c1, c2, c3, buf)
+
+
+_sweeps_parallel_replicas = njit(parallel=True, cache=True)(_sweeps_by_replica)
+_sweeps_serial = njit(parallel=False, cache=True)(_sweeps_by_replica)
+
+#: below this many sites per half-sweep, one thread does all the work (a parallel region's
+#: barrier costs more than the work, and much more when the cores are busy with other jobs)
+SERIAL_SITES = 1 << 16
+
+
+def choose_driver(R: int, Lx: int, Ly: int, n_threads: int | None = None):
+    """Pick the threading strategy: by replica, by row, or serial (same bits in every case)."""
+    import numba
+
+    n_threads = numba.get_num_threads() if n_threads is None else n_threads
+    if n_threads <= 1 or R * Lx * Ly // 2 < SERIAL_SITES:
+        return _sweeps_serial
+    if R >= n_threads:
+        return _sweeps_parallel_replicas
+    return _sweeps_parallel_rows
 
 
 def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams):
     """Fused counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps` (in place on NumPy int8)."""
     a, b = split_sublattices(spins)
-    _half_sweeps(a, b, np.ascontiguousarray(thresholds, dtype=np.int64), np.int64(seed),
-                 np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), int(n_half_steps))
+    driver = choose_driver(*spins.shape)
+    driver(a, b, np.ascontiguousarray(thresholds, dtype=np.int64), np.int64(seed),
+           np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), int(n_half_steps))
     merge_sublattices(a, b, spins)
     return spins
