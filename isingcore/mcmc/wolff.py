@@ -1,0 +1,399 @@
+r"""Wolff single-cluster updates: the reference implementation and :class:`WolffUpdater`.
+
+Model: ``H = -J sum_<ij> s_i s_j`` on an ``Lx x Ly`` torus (any ``Lx, Ly >= 2``, odd sizes
+allowed; for a side of 2 the two bonds between the same pair of sites are distinct bonds, as in
+the 2N-bond torus of :mod:`isingcore.exact`), ``J > 0``, no field (a field needs Wolff's ghost
+spin, which is not implemented).
+
+The update (U. Wolff, "Collective Monte Carlo updating for spin systems", Phys. Rev. Lett. 62
+(1989) 361; the Fortuin-Kasteleyn/Swendsen-Wang bond variables of R. H. Swendsen and J.-S. Wang,
+Phys. Rev. Lett. 58 (1987) 86):
+
+1. choose a seed site ``x0`` uniformly among the ``N = Lx*Ly`` sites;
+2. every bond ``<ij>`` is *open* with probability ``p = 1 - exp(-2 beta J)`` if ``s_i = s_j``
+   and closed otherwise;
+3. the cluster ``C`` is the connected component of ``x0`` in the graph of open bonds;
+4. flip every spin of ``C``.
+
+Detailed balance: for a fixed cluster ``C``, the configurations ``s`` and ``s' = s`` flipped on
+``C`` have the same open bonds inside ``C``; the bonds on the boundary of ``C`` must be closed in
+both directions. Boundary bonds that are satisfied in ``s`` (aligned pairs, ``n_s`` of them) are
+closed with probability ``(1-p)^{n_s}``, those satisfied in ``s'`` with ``(1-p)^{n_s'}``, so
+``T(s->s')/T(s'->s) = (1-p)^{n_s - n_s'} = exp(-2 beta J (n_s - n_s')) = exp(-beta (H(s') - H(s)))``.
+The seed probability ``|C|/N`` is the same in both directions.
+
+Random numbers (the rule every implementation follows, so that all give the same cluster bit for
+bit whatever the order of growth -- stack, breadth first, or a parallel frontier on a GPU)
+---------------------------------------------------------------------------------------------
+Update number ``t`` of a replica (its cluster counter, ``Simulation.steps[r]``) uses the word
+stream ``(seed, stream, step = t, Purpose.WOLFF)`` of :mod:`isingcore.random` (word ``k`` is lane
+``k & 3`` of ``philox4x32_10(ctr=(k >> 2, t_lo, t_hi, WOLFF), key=(seed, stream))``):
+
+* **seed site** -- Lemire's multiply-shift with rejection (D. Lemire, "Fast random integer
+  generation in an interval", ACM TOMACS 29 (2019) 3) on the words ``k = 0, 1, 2, ...``: with
+  ``m = w_k * N`` (64-bit), ``x0 = m >> 32`` unless ``(m mod 2**32) < (2**32 mod N)``, in which
+  case the word is rejected and the next one is tried. Each accepted value occurs for exactly
+  ``floor(2**32 / N)`` words, so ``x0`` is exactly uniform. Only the words ``k < SEED_WORDS = 64``
+  are seed words; a word is rejected with probability ``(2**32 mod N)/2**32 < N/2**32``, so all 64
+  are rejected with probability below ``(N/2**32)**64`` (< 2**-128 for N <= 2**30). In that case
+  the last candidate ``(w_63 * N) >> 32`` is used (documented, never observed).
+* **bonds** -- bond ``b = 2*x + d`` joins site ``x = i*Ly + j`` to ``(i+1 mod Lx, j)`` (``d = 0``)
+  or to ``(i, j+1 mod Ly)`` (``d = 1``); it is open in update ``t`` iff the two spins are equal
+  and word ``k = SEED_WORDS + b`` is ``< T = threshold(1 - exp(-2 beta J))``
+  (:func:`isingcore.random.threshold`; realised probability ``T / 2**32``, within ``2**-32``).
+  With ``SEED_WORDS = 64`` the Philox block ``16 + (x >> 1)`` holds the four bonds of the site
+  pair ``{x & ~1, x | 1}``: lane ``2*(x & 1) + d``.
+
+Since every bond's decision is fixed before the cluster is grown, the cluster is the connected
+component whatever the traversal order. The lattice may have at most ``2**33 - 32`` sites (word
+index < 2**34); the updater limits it to ``N < 2**31``.
+
+A Wolff *sweep* (``Simulation.sweep(n)``): each replica grows clusters until the number of spins
+it flipped since the call started reaches ``n * N`` (so a sweep flips each spin about once; the
+number of clusters per sweep varies, about ``N / <|C|>``). The last cluster is completed, so a
+call flips at least ``n*N`` spins. The cluster counters then differ between replicas.
+
+Improved estimator (Wolff 1989; see also U. Wolff, Nucl. Phys. B 334 (1990) 581): in the FK
+representation ``<M^2> = <sum_c |c|^2>`` (clusters flip independently), and the Wolff cluster is
+cluster ``c`` with probability ``|c|/N``, so ``<|C|> = <sum_c |c|^2>/N = <M^2>/N = N <m^2>`` and
+the per-site susceptibility at h = 0 is ``chi = beta N <m^2> = beta <|C|>``, the mean taken over
+cluster updates (each started from an equilibrium configuration).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import deque
+
+import numpy as np
+
+from .. import random as rng
+
+#: Words 0 .. SEED_WORDS-1 of an update are for the seed site; bond b uses word SEED_WORDS + b.
+SEED_WORDS = 64
+PURPOSE = int(rng.Purpose.WOLFF)
+#: Largest lattice the updater accepts (cluster sizes and site indices are int32).
+MAX_SITES = (1 << 31) - 1
+
+
+# ------------------------------------------------------------------------------------------
+# parameters
+# ------------------------------------------------------------------------------------------
+def check_parameters(beta: float, J: float, h: float) -> None:
+    """Raise ``ValueError`` (naming the parameter) for ``h != 0``, ``J <= 0`` or a bad ``beta``."""
+    if h != 0.0:
+        raise ValueError(f"field h != 0 is not supported by the Wolff algorithm (no ghost spin); got h={h!r}")
+    if not (isinstance(J, numbers.Real) and math.isfinite(J) and J > 0.0):
+        raise ValueError(f"the Wolff algorithm needs a ferromagnetic coupling J > 0; got J={J!r}")
+    if not (isinstance(beta, numbers.Real) and math.isfinite(beta) and beta > 0.0):
+        raise ValueError(f"beta must be a positive finite number; got beta={beta!r}")
+
+
+def bond_probability(beta: float, J: float = 1.0) -> float:
+    """``p = 1 - exp(-2 beta J)``: probability that a satisfied bond is open (Wolff 1989)."""
+    return -math.expm1(-2.0 * beta * J)
+
+
+def bond_threshold(beta: float, J: float = 1.0) -> int:
+    """Integer threshold ``T = ceil(p * 2**32)`` of :func:`bond_probability`: open iff ``word < T``."""
+    return int(rng.threshold(bond_probability(beta, J)))
+
+
+# ------------------------------------------------------------------------------------------
+# random numbers
+# ------------------------------------------------------------------------------------------
+def _word(k: int, *, seed: int, stream: int, step: int) -> int:
+    """Word ``k`` of the stream ``(seed, stream, step, Purpose.WOLFF)`` (pure Python)."""
+    block = rng.philox_reference_scalar((k >> 2, step & rng.MASK32, step >> 32, PURPOSE), (seed, stream))
+    return block[k & 3]
+
+
+def seed_site(n_sites: int, *, seed: int, stream: int, step: int) -> int:
+    """The seed site of update ``step``: Lemire's rejection rule on words 0, 1, ... (module docstring).
+
+    Returns the flat site index ``x0 = i*Ly + j`` in ``[0, n_sites)``.
+    """
+    if not 1 <= n_sites < 1 << 32:
+        raise ValueError(f"n_sites must be in [1, 2**32), got {n_sites}")
+    reject_below = (1 << 32) % n_sites
+    for k in range(SEED_WORDS):
+        m = _word(k, seed=seed, stream=stream, step=step) * n_sites
+        if (m & rng.MASK32) >= reject_below:
+            return m >> 32
+    return m >> 32  # all 64 words rejected: probability < (N / 2**32)**64
+
+
+def bond_words(Lx: int, Ly: int, *, seed: int, stream: int, step: int) -> np.ndarray:
+    """The words of all ``2N`` bonds of update ``step``: uint32 of shape (Lx, Ly, 2), ``[i, j, d]`` is bond ``2*(i*Ly+j)+d``."""
+    n = Lx * Ly
+    w = rng.random_words(2 * n, seed=seed, stream=stream, step=step, purpose=PURPOSE, first=SEED_WORDS)
+    return np.asarray(w).reshape(Lx, Ly, 2)
+
+
+def open_bonds(spins, *, seed: int, stream: int, step: int, threshold: int) -> np.ndarray:
+    """Bond variables of update ``step``: bool (Lx, Ly, 2), ``[i, j, 0]`` joins (i, j)-(i+1, j), ``[i, j, 1]`` (i, j)-(i, j+1).
+
+    Open iff the spins are equal and the bond's word is below ``threshold``.
+    """
+    s = np.asarray(spins)
+    Lx, Ly = s.shape
+    w = bond_words(Lx, Ly, seed=seed, stream=stream, step=step).astype(np.int64)
+    aligned = np.stack([s == np.roll(s, -1, axis=0), s == np.roll(s, -1, axis=1)], axis=-1)
+    return aligned & (w < threshold)
+
+
+# ------------------------------------------------------------------------------------------
+# one update (breadth-first search on the open-bond graph)
+# ------------------------------------------------------------------------------------------
+def wolff_cluster(spins, *, seed: int, stream: int, step: int, threshold: int) -> tuple[int, np.ndarray]:
+    """The cluster of update ``step`` on one lattice ``spins`` (Lx, Ly): ``(x0, mask)``.
+
+    ``x0`` is the flat seed index, ``mask`` a bool (Lx, Ly) array of the connected component of
+    ``x0`` in the open-bond graph (:func:`open_bonds`), found by breadth-first search.
+    """
+    s = np.asarray(spins)
+    Lx, Ly = s.shape
+    bonds = open_bonds(s, seed=seed, stream=stream, step=step, threshold=threshold)
+    x0 = seed_site(Lx * Ly, seed=seed, stream=stream, step=step)
+    mask = np.zeros((Lx, Ly), dtype=bool)
+    start = divmod(x0, Ly)
+    mask[start] = True
+    queue = deque([start])
+    while queue:
+        i, j = queue.popleft()
+        ip, jp, im, jm = (i + 1) % Lx, (j + 1) % Ly, (i - 1) % Lx, (j - 1) % Ly
+        # the four bonds of (i, j): its own two, and those of the neighbours above and to the left
+        for (a, b), is_open in (((ip, j), bonds[i, j, 0]), ((i, jp), bonds[i, j, 1]),
+                                ((im, j), bonds[im, j, 0]), ((i, jm), bonds[i, jm, 1])):
+            if is_open and not mask[a, b]:
+                mask[a, b] = True
+                queue.append((a, b))
+    return x0, mask
+
+
+def wolff_update(spins, *, seed: int, stream: int, step: int, threshold: int) -> tuple[np.ndarray, int]:
+    """One Wolff update of one lattice: returns (new spins, cluster size). Input is not modified."""
+    s = np.array(spins, dtype=np.int8, copy=True)
+    _, mask = wolff_cluster(s, seed=seed, stream=stream, step=step, threshold=threshold)
+    s[mask] = -s[mask]
+    return s, int(mask.sum())
+
+
+def wolff_sweeps(spins, n_sweeps: int, *, steps, threshold: int, seed: int, streams):
+    """Reference for :meth:`WolffUpdater.advance`: ``n_sweeps`` Wolff sweeps of every replica.
+
+    ``spins`` int8 (R, Lx, Ly) (NumPy; not modified), ``steps`` int64 (R,) cluster counters,
+    ``streams`` (R,). Replica ``r`` performs updates ``steps[r], steps[r] + 1, ...`` until it has
+    flipped at least ``n_sweeps * N`` spins. Returns ``(spins, steps, sizes)`` with the new spins,
+    the new counters and a list of R int64 arrays of the cluster sizes in order.
+    """
+    s = np.array(spins, dtype=np.int8, copy=True)
+    R, Lx, Ly = s.shape
+    steps = np.array(steps, dtype=np.int64, copy=True)
+    streams = np.asarray(streams)
+    target = n_sweeps * Lx * Ly
+    sizes = []
+    for r in range(R):
+        flipped, rec = 0, []
+        while flipped < target:
+            s[r], size = wolff_update(s[r], seed=seed, stream=int(streams[r]), step=int(steps[r]), threshold=threshold)
+            steps[r] += 1
+            flipped += size
+            rec.append(size)
+        sizes.append(np.asarray(rec, dtype=np.int64))
+    return s, steps, sizes
+
+
+def transition_probability(s, s_new, *, beta: float, J: float = 1.0, realised: bool = True) -> float:
+    """Probability ``T(s -> s_new)`` of one Wolff update on one small lattice (exact, by enumeration).
+
+    Non-zero only if ``s_new`` is ``s`` flipped on one connected set ``C`` of equal spins; then
+    ``T = |C|/N * P(C is the cluster of some seed in C)``. The cluster of a seed in ``C`` is ``C``
+    iff the open bonds inside ``C`` connect it (probability ``P_conn(C)``, computed by summing over
+    all subsets of the aligned bonds inside ``C``) and every aligned bond from ``C`` to outside is
+    closed (``(1-p)^{n_boundary}``). Exponential in the number of bonds inside ``C``: small
+    lattices only (the 3x3 torus has at most 18 bonds). ``realised=True`` uses ``p = T/2**32``.
+    """
+    s = np.asarray(s, dtype=np.int64)
+    s_new = np.asarray(s_new, dtype=np.int64)
+    Lx, Ly = s.shape
+    N = Lx * Ly
+    p = bond_probability(beta, J)
+    if realised:
+        p = float(rng.bernoulli_probability(bond_threshold(beta, J)))
+    flipped = (s != s_new).reshape(-1)
+    members = np.flatnonzero(flipped)
+    if members.size == 0:
+        return 0.0
+    sf = s.reshape(-1)
+    if np.any(sf[members] != sf[members[0]]):
+        return 0.0
+    inside, boundary = [], 0
+    for x in range(N):
+        i, j = divmod(x, Ly)
+        for y in (((i + 1) % Lx) * Ly + j, i * Ly + (j + 1) % Ly):
+            if sf[x] != sf[y]:
+                continue
+            if flipped[x] and flipped[y]:
+                inside.append((x, y))
+            elif flipped[x] != flipped[y]:
+                boundary += 1
+    index = {x: n for n, x in enumerate(members)}
+    p_conn = 0.0
+    nb = len(inside)
+    for mask in range(1 << nb):
+        parent = list(range(members.size))
+
+        def find(a):
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        k = 0
+        for e, (x, y) in enumerate(inside):
+            if mask >> e & 1:
+                k += 1
+                parent[find(index[x])] = find(index[y])
+        if len({find(a) for a in range(members.size)}) == 1:
+            p_conn += p**k * (1.0 - p) ** (nb - k)
+    return members.size / N * p_conn * (1.0 - p) ** boundary
+
+
+# ------------------------------------------------------------------------------------------
+# the updater used by Simulation
+# ------------------------------------------------------------------------------------------
+class WolffUpdater:
+    """Wolff single-cluster updates for :class:`isingcore.Simulation` (``algorithm="wolff"``).
+
+    ``sim.steps[r]`` is replica r's cluster counter (the RNG step of its next update);
+    ``steps_per_sweep`` is None because the number of clusters per sweep varies.
+    One sweep: see the module docstring (each replica flips at least ``N`` spins).
+
+    Cluster statistics since the last :meth:`reset_statistics` (or the start):
+
+    * :attr:`n_clusters` -- int64 (R,), clusters grown per replica;
+    * :meth:`cluster_sizes` -- list of R int arrays, the size of every cluster in order (only while
+      :attr:`record_sizes` is True; the running sums below are always kept);
+    * :meth:`mean_cluster_size`, :meth:`improved_susceptibility` -- ``chi = beta <|C|>``.
+    """
+
+    steps_per_sweep = None
+    requires_even = False
+
+    def __init__(self, sim, kernel: str):
+        check_parameters(sim.beta, sim.J, sim.h)
+        if sim.Lx * sim.Ly > MAX_SITES:
+            raise ValueError(f"size: the Wolff updater supports at most {MAX_SITES} sites, got {sim.Lx * sim.Ly}")
+        self.beta = sim.beta
+        self.threshold = bond_threshold(sim.beta, sim.J)
+        self.fast = self._select_kernel(sim, kernel)
+        #: record every cluster size (set False for very long runs at high temperature)
+        self.record_sizes = True
+        self._mean_hint = None
+        self.reset_statistics(sim.replicas)
+
+    @staticmethod
+    def _select_kernel(sim, kernel):
+        if kernel == "reference" or sim.backend == "array_api_strict":
+            if kernel == "fast":
+                raise ValueError("kernel='fast' is not available on backend='array_api_strict'")
+            return None
+        if sim.backend == "numpy":
+            from ..backends.numba_cpu import wolff as fused
+
+            return fused.wolff_sweeps
+        try:  # cupy
+            from ..backends.cuda import wolff as fused_cuda
+        except ImportError as exc:
+            if kernel == "fast":
+                from .._array import BackendUnavailableError
+
+                raise BackendUnavailableError(
+                    f"kernel='fast' on backend='cupy' needs numba-cuda ({exc}); use kernel='reference'"
+                ) from exc
+            return None
+        return fused_cuda.wolff_sweeps
+
+    # -- statistics ------------------------------------------------------------------------
+    def reset_statistics(self, replicas: int | None = None) -> None:
+        """Forget the recorded cluster statistics (e.g. after thermalisation)."""
+        R = self.n_clusters.shape[0] if replicas is None else replicas
+        self.n_clusters = np.zeros(R, dtype=np.int64)
+        self.sum_sizes = np.zeros(R, dtype=np.float64)
+        self.sum_sizes_sq = np.zeros(R, dtype=np.float64)
+        self._sizes = [[] for _ in range(R)]
+
+    def _record(self, sizes) -> None:
+        for r, a in enumerate(sizes):
+            a = np.asarray(a)
+            self.n_clusters[r] += a.shape[0]
+            af = a.astype(np.float64)
+            self.sum_sizes[r] += af.sum()
+            self.sum_sizes_sq[r] += (af * af).sum()
+            if self.record_sizes and a.shape[0]:
+                self._sizes[r].append(a.astype(np.int32, copy=False))
+
+    def cluster_sizes(self) -> list[np.ndarray]:
+        """Sizes of the clusters grown by each replica since the last reset (list of R int32 arrays)."""
+        return [np.concatenate(c) if c else np.zeros(0, np.int32) for c in self._sizes]
+
+    def mean_cluster_size(self) -> float:
+        """``<|C|>`` over all clusters of all replicas since the last reset (``= N <m^2>``)."""
+        n = int(self.n_clusters.sum())
+        return float(self.sum_sizes.sum() / n) if n else float("nan")
+
+    def improved_susceptibility(self, S: float = 2.0):
+        """Improved estimator ``chi = beta <|C|>`` of the per-site susceptibility ``beta N <m^2>``.
+
+        Γ-method error over the series of cluster sizes of each replica (cluster updates are the
+        time unit); all replicas are cut to the shortest one (the recorded sizes are needed).
+        Returns an :class:`isingcore.measure.Estimate`.
+        """
+        from ..measure import derived
+
+        sizes = self.cluster_sizes()
+        n = min(a.shape[0] for a in sizes)
+        if n < 4:
+            raise ValueError("improved_susceptibility needs at least 4 recorded clusters per replica "
+                             "(record_sizes must be True)")
+        a = np.stack([c[:n] for c in sizes]).astype(np.float64)
+        beta = self.beta
+        return derived(lambda c: beta * c, a, S=S)
+
+    # -- dynamics --------------------------------------------------------------------------
+    def advance(self, sim, n_sweeps: int) -> None:
+        if n_sweeps == 0:
+            return
+        if self.fast is not None:
+            sim._spins, sizes = self.fast(sim._spins, n_sweeps, steps=sim.steps, threshold=self.threshold,
+                                          seed=sim.seed, streams=sim.streams, mean_size=self._mean_hint)
+        else:
+            from .. import _array
+
+            spins, new_steps, sizes = wolff_sweeps(_array.to_numpy(sim._spins), n_sweeps, steps=sim.steps,
+                                                   threshold=self.threshold, seed=sim.seed,
+                                                   streams=_array.to_numpy(sim.streams))
+            sim._spins = _array.from_numpy(spins, sim.backend)
+            sim.steps[:] = new_steps
+        self._record(sizes)
+        n = sum(int(a.shape[0]) for a in sizes)
+        if n:  # speed hint for the fast kernels (tile / launch configuration), not a statistic
+            self._mean_hint = float(sum(float(np.sum(a, dtype=np.float64)) for a in sizes) / n)
+
+
+__all__ = [
+    "SEED_WORDS",
+    "check_parameters",
+    "bond_probability",
+    "bond_threshold",
+    "seed_site",
+    "bond_words",
+    "open_bonds",
+    "wolff_cluster",
+    "wolff_update",
+    "wolff_sweeps",
+    "transition_probability",
+    "WolffUpdater",
+]
