@@ -178,25 +178,20 @@ def grow_cluster(s, Lx, Ly, step, seed, stream, T, stack, bits0, bits1, stamp, l
 
 
 @njit(parallel=True, cache=True)
-def _sweeps_kernel(spins, steps, target, flipped, T, seed, streams, sizes, n_rec, logw):
-    """Replicas in parallel: grow clusters until flipped[r] >= target or the size buffer is full."""
+def _clusters_kernel(spins, steps, T, seed, streams, sizes, logw):
+    """Replicas in parallel: sizes.shape[1] cluster updates each; sizes[r, k] = size of the k-th."""
     R, Lx, Ly = spins.shape
     N = Lx * Ly
-    cap = sizes.shape[1]
+    n = sizes.shape[1]
     nt = ((N - 1) >> logw) + 1
     for r in prange(R):
-        if flipped[r] >= target:
-            continue
         s = spins[r].reshape(N)
         stack = np.empty(N + 1, np.int64)
         bits0 = np.empty(nt, np.uint64)
         bits1 = np.empty(nt, np.uint64)
         stamp = np.full(nt, -1, np.int64)
-        while flipped[r] < target and n_rec[r] < cap:
-            c = grow_cluster(s, Lx, Ly, steps[r], seed, streams[r], T, stack, bits0, bits1, stamp, logw)
-            sizes[r, n_rec[r]] = c
-            n_rec[r] += 1
-            flipped[r] += c
+        for k in range(n):
+            sizes[r, k] = grow_cluster(s, Lx, Ly, steps[r], seed, streams[r], T, stack, bits0, bits1, stamp, logw)
             steps[r] += 1
 
 
@@ -218,15 +213,14 @@ def choose_logw(mean_cluster_size=None, threshold=None) -> int:
     return int(min(MAX_LOGW, max(3, int(mean_cluster_size).bit_length() - 1)))
 
 
-def wolff_sweeps(spins, n_sweeps, *, steps, threshold, seed, streams, mean_size=None, logw=None, buffer=1 << 16):
-    """Fused counterpart of :func:`isingcore.mcmc.wolff.wolff_sweeps` (NumPy arrays).
+def wolff_clusters(spins, n_clusters, *, steps, threshold, seed, streams, mean_size=None, logw=None):
+    """Fused counterpart of :func:`isingcore.mcmc.wolff.wolff_clusters` (NumPy arrays).
 
     ``spins``: int8 (R, Lx, Ly), updated in place when C-contiguous, and returned;
     ``steps``: int64 (R,) NumPy array of cluster counters, *updated in place*; ``streams``: (R,).
-    Replica r grows clusters until it has flipped at least ``n_sweeps * Lx * Ly`` spins.
-    ``mean_size``: expected cluster size (a speed hint, see :func:`choose_logw`), or ``logw``
-    (1..6) directly. ``buffer``: cluster sizes recorded per replica and kernel call. Returns ``(spins, sizes)``,
-    sizes a list of R int32 arrays (the cluster sizes in order).
+    Every replica performs ``n_clusters`` updates. ``mean_size``: expected cluster size (a speed
+    hint, see :func:`choose_logw`), or ``logw`` (1..6) directly. Returns ``(spins, sizes)`` with
+    ``sizes`` int32 of shape (R, n_clusters).
     """
     if spins.ndim != 3:
         raise ValueError(f"spins must have shape (replicas, Lx, Ly), got {spins.shape}")
@@ -239,24 +233,13 @@ def wolff_sweeps(spins, n_sweeps, *, steps, threshold, seed, streams, mean_size=
     streams = np.ascontiguousarray(np.asarray(streams), dtype=np.uint32)
     if streams.shape != (R,):
         raise ValueError(f"streams must have shape ({R},), got {streams.shape}")
+    if not 0 <= int(threshold) <= 1 << 32:
+        raise ValueError(f"threshold must be in [0, 2**32], got {threshold}")
     if logw is None:
         logw = choose_logw(mean_size, threshold)
     if not 1 <= logw <= MAX_LOGW:
         raise ValueError(f"logw must be in 1..{MAX_LOGW}, got {logw}")
-    N = Lx * Ly
-    target = np.int64(n_sweeps) * N
-    flipped = np.zeros(R, np.int64)
-    cap = int(max(1, min(target, buffer)))
-    sizes = np.empty((R, cap), np.int32)
-    n_rec = np.zeros(R, np.int64)
-    out = [[] for _ in range(R)]
-    while True:
-        n_rec[:] = 0
-        _sweeps_kernel(spins, steps, target, flipped, np.int64(threshold), np.uint32(seed), streams, sizes, n_rec,
-                       np.int64(logw))
-        for r in range(R):
-            if n_rec[r]:
-                out[r].append(sizes[r, : n_rec[r]].copy())
-        if np.all(flipped >= target):
-            break
-    return spins, [np.concatenate(c) if c else np.zeros(0, np.int32) for c in out]
+    sizes = np.empty((R, int(n_clusters)), np.int32)
+    if n_clusters > 0 and R > 0:
+        _clusters_kernel(spins, steps, np.int64(threshold), np.uint32(seed), streams, sizes, np.int64(logw))
+    return spins, sizes

@@ -48,10 +48,18 @@ Since every bond's decision is fixed before the cluster is grown, the cluster is
 component whatever the traversal order. The lattice may have at most ``2**33 - 32`` sites (word
 index < 2**34); the updater limits it to ``N < 2**31``.
 
-A Wolff *sweep* (``Simulation.sweep(n)``): each replica grows clusters until the number of spins
-it flipped since the call started reaches ``n * N`` (so a sweep flips each spin about once; the
-number of clusters per sweep varies, about ``N / <|C|>``). The last cluster is completed, so a
-call flips at least ``n*N`` spins. The cluster counters then differ between replicas.
+A Wolff *sweep* (``Simulation.sweep(n)``) is a **fixed** number ``c = clusters_per_sweep`` of
+cluster updates per replica, the same in every sweep, chosen so that a sweep flips about ``N``
+spins on average (``c = max(1, round(N / <|C|>))``). ``c`` is calibrated once by
+:func:`calibrate_clusters_per_sweep`, on a separate pilot chain (cold start, its own part of the
+counter space: steps ``>= 2**62``, which the replicas' counters never reach) that never touches the replicas, or set by the user. The number
+of clusters must not depend on the replicas' own cluster sizes: with the rule "grow clusters
+until ``N`` spins have been flipped", the sweep ends preferentially on a large cluster, and the
+configuration just after a large cluster is biased towards order (by reversibility it is
+distributed like a configuration *from which* a large cluster grows). That rule was measured
+here: on the 3x3 torus at K_c, ``<m^2>`` at the ends of such sweeps came out 0.9347(2) against the
+exact 0.8094, on 8x8 0.6912(3) against 0.6469. With a fixed ``c`` the sweep is ``c`` steps of a
+time-homogeneous Markov chain, so the Boltzmann distribution is stationary exactly.
 
 Improved estimator (Wolff 1989; see also U. Wolff, Nucl. Phys. B 334 (1990) 581): in the FK
 representation ``<M^2> = <sum_c |c|^2>`` (clusters flip independently), and the Wolff cluster is
@@ -180,29 +188,62 @@ def wolff_update(spins, *, seed: int, stream: int, step: int, threshold: int) ->
     return s, int(mask.sum())
 
 
-def wolff_sweeps(spins, n_sweeps: int, *, steps, threshold: int, seed: int, streams):
-    """Reference for :meth:`WolffUpdater.advance`: ``n_sweeps`` Wolff sweeps of every replica.
+def wolff_clusters(spins, n_clusters: int, *, steps, threshold: int, seed: int, streams):
+    """Reference for the fused kernels: ``n_clusters`` Wolff updates of every replica.
 
     ``spins`` int8 (R, Lx, Ly) (NumPy; not modified), ``steps`` int64 (R,) cluster counters,
-    ``streams`` (R,). Replica ``r`` performs updates ``steps[r], steps[r] + 1, ...`` until it has
-    flipped at least ``n_sweeps * N`` spins. Returns ``(spins, steps, sizes)`` with the new spins,
-    the new counters and a list of R int64 arrays of the cluster sizes in order.
+    ``streams`` (R,). Replica ``r`` performs updates ``steps[r] .. steps[r] + n_clusters - 1``.
+    Returns ``(spins, steps, sizes)``: the new spins, the new counters and the cluster sizes,
+    int64 of shape (R, n_clusters).
     """
     s = np.array(spins, dtype=np.int8, copy=True)
-    R, Lx, Ly = s.shape
+    R = s.shape[0]
     steps = np.array(steps, dtype=np.int64, copy=True)
     streams = np.asarray(streams)
-    target = n_sweeps * Lx * Ly
-    sizes = []
+    sizes = np.zeros((R, n_clusters), dtype=np.int64)
     for r in range(R):
-        flipped, rec = 0, []
-        while flipped < target:
-            s[r], size = wolff_update(s[r], seed=seed, stream=int(streams[r]), step=int(steps[r]), threshold=threshold)
+        for k in range(n_clusters):
+            s[r], sizes[r, k] = wolff_update(s[r], seed=seed, stream=int(streams[r]), step=int(steps[r]),
+                                             threshold=threshold)
             steps[r] += 1
-            flipped += size
-            rec.append(size)
-        sizes.append(np.asarray(rec, dtype=np.int64))
     return s, steps, sizes
+
+
+#: The pilot chain of :func:`calibrate_clusters_per_sweep` uses the steps from here on; the
+#: replicas' counters must stay below (the updater checks it), so the two never share random numbers.
+PILOT_STEP0 = 1 << 62
+
+
+def calibrate_clusters_per_sweep(Lx: int, Ly: int, *, threshold: int, seed: int, stream: int,
+                                 thermalize: int = 5, measure: int = 5) -> int:
+    """Clusters per Wolff sweep, ``c = max(1, round(N / <|C|>))``, from a pilot chain.
+
+    The pilot is one ``Lx x Ly`` lattice from a cold start, with the key (seed, stream) and the
+    steps ``PILOT_STEP0, PILOT_STEP0 + 1, ...`` (so its random numbers are not used by any replica):
+    it grows clusters until ``thermalize * N`` spins have flipped, and then estimates ``<|C|>`` as
+    the mean size of the clusters that flip the next ``measure * N`` spins (a rough estimate
+    suffices: ``c`` only sets the time unit). Deterministic in its arguments; independent of the
+    replicas, so the replicas' chains stay exactly Boltzmann-stationary. Uses the Numba kernel.
+    """
+    from ..backends.numba_cpu.wolff import wolff_clusters as fused
+
+    N = Lx * Ly
+    s = np.ones((1, Lx, Ly), dtype=np.int8)
+    steps = np.array([PILOT_STEP0], dtype=np.int64)
+    streams = np.array([stream], dtype=np.uint32)
+    flipped, sizes, phase_end = 0, [], thermalize * N
+    chunk = 8
+    while True:
+        _, sz = fused(s, chunk, steps=steps, threshold=threshold, seed=seed, streams=streams)
+        for c in sz[0].tolist():
+            flipped += c
+            if flipped > phase_end:
+                sizes.append(c)
+        if flipped >= (thermalize + measure) * N:
+            break
+        chunk = min(2 * chunk, 1 << 14)
+    mean = float(np.mean(sizes)) if sizes else float(N)
+    return max(1, int(round(N / mean)))
 
 
 def transition_probability(s, s_new, *, beta: float, J: float = 1.0, realised: bool = True) -> float:
@@ -267,20 +308,25 @@ def transition_probability(s, s_new, *, beta: float, J: float = 1.0, realised: b
 class WolffUpdater:
     """Wolff single-cluster updates for :class:`isingcore.Simulation` (``algorithm="wolff"``).
 
-    ``sim.steps[r]`` is replica r's cluster counter (the RNG step of its next update);
-    ``steps_per_sweep`` is None because the number of clusters per sweep varies.
-    One sweep: see the module docstring (each replica flips at least ``N`` spins).
+    ``sim.steps[r]`` is replica r's cluster counter (the RNG step of its next update); all
+    replicas perform the same number of updates, so the counters stay equal if they start equal.
+    ``steps_per_sweep`` is None (registry convention); one sweep is :attr:`clusters_per_sweep`
+    updates per replica (module docstring): ``None`` until the first sweep calibrates it with
+    :func:`calibrate_clusters_per_sweep`; assign an integer to fix it.
+    :meth:`advance_clusters` performs an exact number of updates.
 
     Cluster statistics since the last :meth:`reset_statistics` (or the start):
 
-    * :attr:`n_clusters` -- int64 (R,), clusters grown per replica;
-    * :meth:`cluster_sizes` -- list of R int arrays, the size of every cluster in order (only while
-      :attr:`record_sizes` is True; the running sums below are always kept);
+    * :attr:`n_clusters` -- int64 (R,), updates per replica;
+    * :meth:`cluster_sizes` -- list of R int32 arrays, the size of every cluster in order (kept
+      while :attr:`record_sizes` is True; the running sums are always kept);
     * :meth:`mean_cluster_size`, :meth:`improved_susceptibility` -- ``chi = beta <|C|>``.
     """
 
     steps_per_sweep = None
     requires_even = False
+    #: updates per kernel call (bounds the memory for the recorded sizes)
+    chunk = 1 << 14
 
     def __init__(self, sim, kernel: str):
         check_parameters(sim.beta, sim.J, sim.h)
@@ -291,6 +337,8 @@ class WolffUpdater:
         self.fast = self._select_kernel(sim, kernel)
         #: record every cluster size (set False for very long runs at high temperature)
         self.record_sizes = True
+        #: cluster updates per sweep and replica (None: calibrated at the first sweep)
+        self.clusters_per_sweep = None
         self._mean_hint = None
         self.reset_statistics(sim.replicas)
 
@@ -303,7 +351,7 @@ class WolffUpdater:
         if sim.backend == "numpy":
             from ..backends.numba_cpu import wolff as fused
 
-            return fused.wolff_sweeps
+            return fused.wolff_clusters
         try:  # cupy
             from ..backends.cuda import wolff as fused_cuda
         except ImportError as exc:
@@ -314,7 +362,7 @@ class WolffUpdater:
                     f"kernel='fast' on backend='cupy' needs numba-cuda ({exc}); use kernel='reference'"
                 ) from exc
             return None
-        return fused_cuda.wolff_sweeps
+        return fused_cuda.wolff_clusters
 
     # -- statistics ------------------------------------------------------------------------
     def reset_statistics(self, replicas: int | None = None) -> None:
@@ -322,34 +370,33 @@ class WolffUpdater:
         R = self.n_clusters.shape[0] if replicas is None else replicas
         self.n_clusters = np.zeros(R, dtype=np.int64)
         self.sum_sizes = np.zeros(R, dtype=np.float64)
-        self.sum_sizes_sq = np.zeros(R, dtype=np.float64)
         self._sizes = [[] for _ in range(R)]
 
-    def _record(self, sizes) -> None:
-        for r, a in enumerate(sizes):
-            a = np.asarray(a)
-            self.n_clusters[r] += a.shape[0]
-            af = a.astype(np.float64)
-            self.sum_sizes[r] += af.sum()
-            self.sum_sizes_sq[r] += (af * af).sum()
-            if self.record_sizes and a.shape[0]:
-                self._sizes[r].append(a.astype(np.int32, copy=False))
+    def _record(self, sizes: np.ndarray) -> None:
+        sizes = np.asarray(sizes)
+        self.n_clusters += sizes.shape[1]
+        self.sum_sizes += sizes.sum(axis=1, dtype=np.float64)
+        if self.record_sizes and sizes.shape[1]:
+            for r in range(sizes.shape[0]):
+                self._sizes[r].append(sizes[r].astype(np.int32))
+        if sizes.size:  # speed hint for the fast kernels (tile width), not a statistic
+            self._mean_hint = float(sizes.mean(dtype=np.float64))
 
     def cluster_sizes(self) -> list[np.ndarray]:
         """Sizes of the clusters grown by each replica since the last reset (list of R int32 arrays)."""
         return [np.concatenate(c) if c else np.zeros(0, np.int32) for c in self._sizes]
 
     def mean_cluster_size(self) -> float:
-        """``<|C|>`` over all clusters of all replicas since the last reset (``= N <m^2>``)."""
+        """``<|C|>`` over all clusters of all replicas since the last reset (estimates ``N <m^2>``)."""
         n = int(self.n_clusters.sum())
         return float(self.sum_sizes.sum() / n) if n else float("nan")
 
     def improved_susceptibility(self, S: float = 2.0):
-        """Improved estimator ``chi = beta <|C|>`` of the per-site susceptibility ``beta N <m^2>``.
+        """Improved estimator ``chi = beta <|C|>`` of the per-site susceptibility ``beta N <m^2>`` (h = 0).
 
-        Γ-method error over the series of cluster sizes of each replica (cluster updates are the
-        time unit); all replicas are cut to the shortest one (the recorded sizes are needed).
-        Returns an :class:`isingcore.measure.Estimate`.
+        Γ-method error (:func:`isingcore.measure.derived`) over the series of cluster sizes of each
+        replica, with one cluster update as the time unit. Needs the recorded sizes
+        (:attr:`record_sizes`) of at least 4 clusters per replica. Returns an :class:`Estimate`.
         """
         from ..measure import derived
 
@@ -363,24 +410,48 @@ class WolffUpdater:
         return derived(lambda c: beta * c, a, S=S)
 
     # -- dynamics --------------------------------------------------------------------------
+    def calibrate(self, sim) -> int:
+        """Set :attr:`clusters_per_sweep` from the pilot chain (see :func:`calibrate_clusters_per_sweep`)."""
+        from .. import _array
+
+        stream0 = int(_array.to_numpy(sim.streams)[0])
+        self.clusters_per_sweep = calibrate_clusters_per_sweep(sim.Lx, sim.Ly, threshold=self.threshold,
+                                                               seed=sim.seed, stream=stream0)
+        return self.clusters_per_sweep
+
     def advance(self, sim, n_sweeps: int) -> None:
+        """``n_sweeps * clusters_per_sweep`` cluster updates of every replica."""
         if n_sweeps == 0:
             return
-        if self.fast is not None:
-            sim._spins, sizes = self.fast(sim._spins, n_sweeps, steps=sim.steps, threshold=self.threshold,
-                                          seed=sim.seed, streams=sim.streams, mean_size=self._mean_hint)
-        else:
-            from .. import _array
+        if self.clusters_per_sweep is None:
+            self.calibrate(sim)
+        c = self.clusters_per_sweep
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 1:
+            raise ValueError(f"clusters_per_sweep must be a positive integer, got {c!r}")
+        self.advance_clusters(sim, n_sweeps * int(c))
 
-            spins, new_steps, sizes = wolff_sweeps(_array.to_numpy(sim._spins), n_sweeps, steps=sim.steps,
-                                                   threshold=self.threshold, seed=sim.seed,
-                                                   streams=_array.to_numpy(sim.streams))
-            sim._spins = _array.from_numpy(spins, sim.backend)
-            sim.steps[:] = new_steps
-        self._record(sizes)
-        n = sum(int(a.shape[0]) for a in sizes)
-        if n:  # speed hint for the fast kernels (tile / launch configuration), not a statistic
-            self._mean_hint = float(sum(float(np.sum(a, dtype=np.float64)) for a in sizes) / n)
+    def advance_clusters(self, sim, n: int) -> None:
+        """Exactly ``n`` cluster updates of every replica (steps ``sim.steps[r] .. + n - 1``)."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"n must be a non-negative integer number of cluster updates, got {n!r}")
+        if int(sim.steps.max(initial=0)) + n > PILOT_STEP0:
+            raise ValueError("step: the cluster counters must stay below 2**62 (the pilot chain's range)")
+        done = 0
+        while done < n:
+            k = min(self.chunk, n - done)
+            if self.fast is not None:
+                sim._spins, sizes = self.fast(sim._spins, k, steps=sim.steps, threshold=self.threshold,
+                                              seed=sim.seed, streams=sim.streams, mean_size=self._mean_hint)
+            else:
+                from .. import _array
+
+                spins, new_steps, sizes = wolff_clusters(_array.to_numpy(sim._spins), k, steps=sim.steps,
+                                                         threshold=self.threshold, seed=sim.seed,
+                                                         streams=_array.to_numpy(sim.streams))
+                sim._spins = _array.from_numpy(spins, sim.backend)
+                sim.steps[:] = new_steps
+            self._record(sizes)
+            done += k
 
 
 __all__ = [
@@ -393,7 +464,9 @@ __all__ = [
     "open_bonds",
     "wolff_cluster",
     "wolff_update",
-    "wolff_sweeps",
+    "wolff_clusters",
+    "calibrate_clusters_per_sweep",
+    "PILOT_STEP0",
     "transition_probability",
     "WolffUpdater",
 ]
