@@ -92,7 +92,7 @@ def _lazy_updater(module: str, cls: str, requires_even: bool = False):
 #: which updates ``sim._spins`` and the per-replica counters ``sim.steps``.
 UPDATERS = {"metropolis": LocalUpdater, "heatbath": LocalUpdater}
 UPDATERS["wolff"] = _lazy_updater("wolff", "WolffUpdater")
-# UPDATERS["swendsen-wang"] = _lazy_updater("swendsen_wang", "SwendsenWangUpdater")
+UPDATERS["swendsen-wang"] = _lazy_updater("swendsen_wang", "SwendsenWangUpdater")
 ALGORITHMS = tuple(UPDATERS)
 
 
