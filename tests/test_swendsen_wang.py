@@ -10,7 +10,13 @@ a 2 % error in beta is detected.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import array_api_compat.numpy as xnp
 import array_api_strict as xps
@@ -445,3 +451,225 @@ def test_energy_at_kc_larger_lattices(L):
     ref = exact.kaufman_torus(KC, L)
     check("energy", gamma_method(e), ref.energy)
     check("specific heat", specific_heat(e, KC, L * L), ref.specific_heat)
+
+
+# ------------------------------------------------------------------------------------------
+# CUDA kernels under the simulator (one subprocess; the pattern of tests/test_cuda_kernels.py)
+# ------------------------------------------------------------------------------------------
+SIM_SCRIPT = textwrap.dedent(
+    r"""
+    import json, sys, warnings
+    import numpy as np
+    warnings.simplefilter("ignore")  # the simulator warns about itself
+    from numba.cuda.core import config
+    assert config.ENABLE_CUDASIM, "the simulator is not enabled"
+    from isingcore.backends.cuda import swendsen_wang as G
+
+    job = json.load(open(sys.argv[1]))
+    out = {"simulator": G.SIMULATOR}
+    for c in job["cases"]:
+        spins = np.array(c["spins"], dtype=np.int8)
+        G.MAX_GRID_Y = c.get("max_grid_y") or 65535
+        res, m2, m4 = G.swendsen_wang_sweeps(spins, c["n"], steps=c["steps"], threshold=c["T"], seed=c["seed"],
+                                             streams=np.array(c["streams"], dtype=np.uint32), tile=c["tile"])
+        out[c["id"]] = {"spins": res.tolist(), "m2": m2.tolist(), "m4": m4.tolist()}
+    print(json.dumps(out))
+    """
+)
+
+# (replicas, Lx, Ly), tile, steps: several tiles with partial ones (odd sizes), a tile larger than
+# the lattice, the default tile, 1x1 tiles (every bond crosses a tile), the replica loop of the
+# kernels (grid y = 1), per-replica steps across the 2**32 boundary
+SIM_CASES = {
+    "8x8-tiles4x4": ((2, 8, 8), (4, 4), 0, None),
+    "5x7-tiles2x4": ((1, 5, 7), (2, 4), 2**32 - 1, None),
+    "3x3-tile4x4": ((2, 3, 3), (4, 4), 7, None),
+    "6x8-default-tile": ((1, 6, 8), None, 3, None),
+    "2x2-tiles1x1": ((2, 2, 2), (1, 1), 11, None),
+    "7x6-replica-loop": ((3, 7, 6), (4, 2), [5, 2**32 - 2, 9], 1),
+}
+SIM_BETA = 0.42
+
+
+@pytest.fixture(scope="module")
+def cudasim(tmp_path_factory):
+    """Run every simulator case in one subprocess; returns (cases, results)."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        pytest.skip("numba-cuda is not installed (pip install numba-cuda; no GPU needed for the simulator)")
+    cases = []
+    for n, (name, (shape, tile, steps, gy)) in enumerate(SIM_CASES.items()):
+        cases.append({"id": name, "spins": random_spins(shape, 50 + n).tolist(), "n": 2, "steps": steps,
+                      "T": sw.bond_threshold(SIM_BETA), "seed": 1234 + n, "tile": tile, "max_grid_y": gy,
+                      "streams": list(range(3, 3 + shape[0]))})
+    job = tmp_path_factory.mktemp("cudasim_sw") / "job.json"
+    job.write_text(json.dumps({"cases": cases}))
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-c", SIM_SCRIPT, str(job)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"simulator subprocess failed:\n{proc.stderr[-4000:]}")
+    return {c["id"]: c for c in cases}, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("name", list(SIM_CASES))
+def test_cuda_kernels_match_reference_under_simulator(cudasim, name):
+    cases, res = cudasim
+    assert res["simulator"] is True
+    c = cases[name]
+    start = np.array(c["spins"], dtype=np.int8)
+    want, m2, m4 = sw.swendsen_wang_sweeps(start.copy(), c["n"], steps=c["steps"], threshold=c["T"], seed=c["seed"],
+                                           streams=np.array(c["streams"], dtype=np.uint32), xp=xnp)
+    got = np.array(res[name]["spins"], dtype=np.int8)
+    assert not np.array_equal(want, start), "the reference moved no spin: the case tests nothing"
+    np.testing.assert_array_equal(got, np.asarray(want))
+    np.testing.assert_allclose(np.array(res[name]["m2"]), m2, rtol=1e-14)
+    np.testing.assert_allclose(np.array(res[name]["m4"]), m4, rtol=1e-12)
+
+
+STAT_SCRIPT = textwrap.dedent(
+    r"""
+    import json, sys, warnings
+    import numpy as np
+    warnings.simplefilter("ignore")
+    from isingcore.backends.cuda import swendsen_wang as G
+    from isingcore.mcmc.swendsen_wang import bond_threshold
+    from isingcore.measure.observables import energy_per_site
+    G.MAX_GRID_Y = 1  # one block loops over the replicas: far fewer simulated threads
+    R, n, beta = 16, 25, float(sys.argv[1])
+    s = np.where(np.random.default_rng(0).random((R, 3, 3)) < 0.5, 1, -1).astype(np.int8)
+    e = np.empty((R, n))
+    for t in range(n):
+        s, _, _ = G.swendsen_wang_sweeps(s, 1, steps=t, threshold=bond_threshold(beta), seed=77,
+                                         streams=np.arange(R, dtype=np.uint32), tile=(2, 2))
+        e[:, t] = energy_per_site(s)
+    print(json.dumps(e.tolist()))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.cudasim
+def test_cuda_kernels_statistics_under_simulator():
+    """A small statistical check of the simulated GPU chain: energy levels of the 3x3 torus (chi-square)
+    and the mean energy (Gamma method) against exact enumeration."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        pytest.skip("numba-cuda is not installed")
+    beta = 0.35
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-c", STAT_SCRIPT, str(beta)], capture_output=True, text=True, env=env,
+                          timeout=1200)
+    if proc.returncode != 0:
+        pytest.fail(proc.stderr[-4000:])
+    e = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))[:, 3:]  # drop 3 updates of thermalisation
+    check("energy (simulated GPU)", gamma_method(e), exact.enumerate_torus(beta, 3, 3).energy)
+    states, p = exact.boltzmann_weights(beta, 3, 3)
+    e_states = np.asarray(isingcore.measure.energy_per_site(states))
+    levels, inv = np.unique(np.round(e_states, 9), return_inverse=True)
+    p_level = np.bincount(inv, weights=p)
+    observed = np.array([np.sum(np.isclose(e, lv)) for lv in levels])
+    keep = p_level * e.size >= 5
+    expected = np.append(p_level[keep], p_level[~keep].sum()) * e.size
+    observed = np.append(observed[keep], observed[~keep].sum())
+    if expected[-1] == 0:
+        expected, observed = expected[:-1], observed[:-1]
+    assert stats.chisquare(observed, expected).pvalue > 1e-4
+
+
+def test_cuda_module_without_device_is_importerror():
+    """Simulation detects a missing CUDA setup by ImportError (then uses the reference on CuPy)."""
+    try:
+        from numba import cuda
+    except ImportError:
+        cuda = None
+    if cuda is not None and cuda.is_available():
+        pytest.skip("a CUDA device is available here")
+    sys.modules.pop("isingcore.backends.cuda.swendsen_wang", None)
+    with pytest.raises(ImportError):
+        import isingcore.backends.cuda.swendsen_wang  # noqa: F401
+
+
+PTX_SCRIPT = textwrap.dedent(
+    r"""
+    import json, warnings
+    warnings.simplefilter("ignore")
+    from numba import cuda, types as T
+    cuda.is_available = lambda: True  # compile only: no device needed
+    from isingcore.backends.cuda import swendsen_wang as G
+    i8, u8, i32, u32a, u64a, i64, u32 = (T.int8[::1], T.uint8[::1], T.int32[::1], T.uint32[::1], T.uint64[::1],
+                                         T.int64, T.uint32)
+    K = G.kernels(G.TILE)
+    sigs = {
+        "local": (K["local"], (i8, u8, i32, i32, i64, i64, i64, i64, u32, u32a, u64a, i64)),
+        "boundary": (K["boundary"], (u8, i32, i64, i64, i64, i64)),
+        "roots": (G._roots_kernel, (i32, i32, i64)),
+        "flip": (G._flip_kernel, (i8, i32, i32, i64, u32, u32a, u64a, i64, T.float64[:, :, ::1])),
+    }
+    out = {}
+    for name, (k, sig) in sigs.items():
+        try:
+            out[name], _ = cuda.compile_ptx(k.py_func, sig, cc=(9, 0))
+        except Exception as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            if any(s in msg.lower() for s in ("nvvm", "nvrtc", "libdevice", "dynamiclibnotfound")):
+                print(json.dumps({"skip": msg[:300]}))
+                raise SystemExit(0)
+            raise
+    print(json.dumps(out))
+    """
+)
+
+
+def test_cuda_kernels_compile_for_sm90():
+    """The kernels type-check and lower to PTX for sm_90 (the simulator does not type-check):
+    Philox with 32-bit high multiplies, float64 only in the flip kernel's sums of cluster sizes."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    proc = subprocess.run([sys.executable, "-c", PTX_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        if "ImportError" in proc.stderr or "ModuleNotFoundError" in proc.stderr:
+            pytest.skip(f"numba-cuda is not usable here: {proc.stderr.strip().splitlines()[-1]}")
+        pytest.fail(proc.stderr[-4000:])
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if "skip" in res:
+        pytest.skip(f"no NVVM/NVRTC to compile with: {res['skip']}")
+    for name in ("local", "boundary", "roots"):
+        assert ".f64" not in res[name], f"{name}: float64 in the kernel"
+    for name in ("local", "flip"):
+        assert res[name].count("mul.hi.u32") >= 20, f"{name}: Philox does not use 32-bit high multiplies"
+    assert "atom.shared.min" in res["local"] or "atom.min" in res["local"]
+    assert res["local"].count("bar.sync") >= 4
+
+
+# ------------------------------------------------------------------------------------------
+# real GPU
+# ------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(2, 64, 64), (1, 130, 72), (3, 33, 47)])
+def test_gpu_kernel_matches_numba(shape):
+    pytest.importorskip("cupy")
+    import cupy
+
+    from isingcore.backends.cuda import swendsen_wang as G
+
+    s = random_spins(shape, 5)
+    kw = dict(steps=2**32 - 2, threshold=sw.bond_threshold(KC), seed=21,
+              streams=np.arange(shape[0], dtype=np.uint32))
+    want, m2, m4 = fused.swendsen_wang_sweeps(s.copy(), 4, **kw)
+    got, g2, g4 = G.swendsen_wang_sweeps(cupy.asarray(s), 4, **kw)
+    np.testing.assert_array_equal(got.get(), want)
+    np.testing.assert_array_equal(g2, m2)
+    np.testing.assert_allclose(g4, m4, rtol=1e-12)
+
+
+@pytest.mark.gpu
+def test_gpu_simulation_matches_numpy():
+    kw = dict(size=(96, 64), beta=KC, algorithm="swendsen-wang", seed=8, replicas=3, step=2**32 - 1)
+    gpu = isingcore.Simulation(backend="cupy", **kw)
+    cpu = isingcore.Simulation(backend="numpy", **kw)
+    assert gpu.kernel == "fast"
+    for n in (1, 3):
+        gpu.sweep(n)
+        cpu.sweep(n)
+        np.testing.assert_array_equal(gpu.spins.get(), cpu.spins)
+    np.testing.assert_array_equal(gpu.updater.improved_series()["m2"], cpu.updater.improved_series()["m2"])
