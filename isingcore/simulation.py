@@ -236,7 +236,8 @@ class Simulation:
             a = np.broadcast_to(a, (self.replicas, self.Lx, self.Ly))
         if a.shape != (self.replicas, self.Lx, self.Ly):
             raise ValueError(f"start must have shape ({self.replicas}, {self.Lx}, {self.Ly}) or ({self.Lx}, {self.Ly}), got {a.shape}")
-        return _array.from_numpy(np.ascontiguousarray(a, dtype=np.int8), self.backend)
+        # a copy: the fused kernels update the spins in place, the caller's array must stay as it was
+        return _array.from_numpy(np.array(a, dtype=np.int8, order="C", copy=True), self.backend)
 
     # -- state -------------------------------------------------------------------------------
     @property

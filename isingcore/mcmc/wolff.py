@@ -247,14 +247,17 @@ def calibrate_clusters_per_sweep(Lx: int, Ly: int, *, threshold: int, seed: int,
 
 
 def transition_probability(s, s_new, *, beta: float, J: float = 1.0, realised: bool = True) -> float:
-    """Probability ``T(s -> s_new)`` of one Wolff update on one small lattice (exact, by enumeration).
+    """Exact probability ``T(s -> s_new)`` of one Wolff update on one small lattice.
 
-    Non-zero only if ``s_new`` is ``s`` flipped on one connected set ``C`` of equal spins; then
-    ``T = |C|/N * P(C is the cluster of some seed in C)``. The cluster of a seed in ``C`` is ``C``
-    iff the open bonds inside ``C`` connect it (probability ``P_conn(C)``, computed by summing over
-    all subsets of the aligned bonds inside ``C``) and every aligned bond from ``C`` to outside is
-    closed (``(1-p)^{n_boundary}``). Exponential in the number of bonds inside ``C``: small
-    lattices only (the 3x3 torus has at most 18 bonds). ``realised=True`` uses ``p = T/2**32``.
+    Non-zero only if ``s_new`` is ``s`` flipped on a set ``C`` of equal spins. The update picks a
+    seed in ``C`` (probability ``|C|/N``) and then produces exactly ``C`` iff the open bonds among
+    the aligned bonds inside ``C`` connect ``C`` (probability ``P_conn(C)``) and the ``n_b``
+    aligned bonds from ``C`` to the rest are all closed: ``T = |C|/N * P_conn(C) * (1-p)^n_b``.
+    ``P_conn`` is the all-terminal reliability of the graph on ``C``, computed by the subset
+    recursion ``P_conn(S) = 1 - sum_{v in T subset S, T != S} P_conn(T) (1-p)^{e(T, S-T)}`` (``v``
+    the first vertex of ``S``; ``e`` counts bonds, double bonds of a side-2 torus twice):
+    ``O(3^|C|)``, fine for |C| <= 12. ``realised=True`` uses the probability ``T/2**32`` the
+    kernels realise. Used by the detailed-balance tests.
     """
     s = np.asarray(s, dtype=np.int64)
     s_new = np.asarray(s_new, dtype=np.int64)
@@ -263,43 +266,52 @@ def transition_probability(s, s_new, *, beta: float, J: float = 1.0, realised: b
     p = bond_probability(beta, J)
     if realised:
         p = float(rng.bernoulli_probability(bond_threshold(beta, J)))
+    q = 1.0 - p
     flipped = (s != s_new).reshape(-1)
-    members = np.flatnonzero(flipped)
-    if members.size == 0:
+    members = [int(x) for x in np.flatnonzero(flipped)]
+    if not members:
         return 0.0
     sf = s.reshape(-1)
     if np.any(sf[members] != sf[members[0]]):
         return 0.0
-    inside, boundary = [], 0
+    if len(members) > 12:
+        raise ValueError("transition_probability: the flipped set is too large for the exact enumeration (> 12 sites)")
+    index = {x: n for n, x in enumerate(members)}
+    n = len(members)
+    adj = np.zeros((n, n), dtype=np.int64)  # number of aligned bonds between members
+    boundary = 0
     for x in range(N):
         i, j = divmod(x, Ly)
         for y in (((i + 1) % Lx) * Ly + j, i * Ly + (j + 1) % Ly):
             if sf[x] != sf[y]:
                 continue
             if flipped[x] and flipped[y]:
-                inside.append((x, y))
+                if x != y:
+                    adj[index[x], index[y]] += 1
+                    adj[index[y], index[x]] += 1
             elif flipped[x] != flipped[y]:
                 boundary += 1
-    index = {x: n for n, x in enumerate(members)}
-    p_conn = 0.0
-    nb = len(inside)
-    for mask in range(1 << nb):
-        parent = list(range(members.size))
 
-        def find(a):
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
+    def cut(a: int, b: int) -> int:  # bonds between the vertex sets a and b (bit masks)
+        rows = [v for v in range(n) if a >> v & 1]
+        cols = [v for v in range(n) if b >> v & 1]
+        return int(adj[np.ix_(rows, cols)].sum()) if rows and cols else 0
 
-        k = 0
-        for e, (x, y) in enumerate(inside):
-            if mask >> e & 1:
-                k += 1
-                parent[find(index[x])] = find(index[y])
-        if len({find(a) for a in range(members.size)}) == 1:
-            p_conn += p**k * (1.0 - p) ** (nb - k)
-    return members.size / N * p_conn * (1.0 - p) ** boundary
+    conn = {}
+    for S in range(1, 1 << n):
+        low = S & -S
+        rest = S ^ low
+        total = 0.0
+        sub = rest
+        while True:  # T = low | sub over the proper subsets sub of rest
+            T = low | sub
+            if T != S:
+                total += conn[T] * q ** cut(T, S ^ T)
+            if sub == 0:
+                break
+            sub = (sub - 1) & rest
+        conn[S] = 1.0 - total
+    return n / N * conn[(1 << n) - 1] * q**boundary
 
 
 # ------------------------------------------------------------------------------------------
