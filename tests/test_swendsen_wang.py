@@ -164,6 +164,17 @@ def test_numba_kernel_identical_to_reference(c):
     np.testing.assert_allclose(g4, m4, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(2, 64, 64), (1, 37, 50), (1, 100, 3), (1, 2, 77)])
+@pytest.mark.parametrize("beta", [0.3, KC, 0.47, 0.7])
+def test_numba_kernel_identical_to_reference_larger_lattices(shape, beta):
+    """Large clusters (many deferred merges between roots of earlier rows, periodic merges)."""
+    c = dict(spins=random_spins(shape, 9), beta=beta, seed=3, stream=1, steps=11, n=3)
+    want, m2, m4 = run_reference(c)
+    got, g2, g4 = run_fused(c)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(g2, m2)
+
+
 @settings(max_examples=10)
 @given(case(max_side=6))
 def test_reference_on_array_api_strict(c):

@@ -17,9 +17,10 @@ One update, given the spins ``s``:
 
 Step 1 samples the bonds from their conditional distribution given the spins and step 3 the
 spins from theirs given the bonds (uniform and independent per cluster) in the joint
-Edwards-Sokal measure ``prod_<ij> [(1-p) delta_{b_ij,0} + p delta_{b_ij,1} delta_{s_i,s_j}]``,
-whose spin marginal is the Boltzmann distribution: a Gibbs sampler, so the update leaves the
-Boltzmann distribution invariant, and it satisfies detailed balance (both conditional moves do).
+Edwards-Sokal measure ``prod_<ij> [(1-p) delta_{b_ij,0} + p delta_{b_ij,1} delta_{s_i,s_j}]``
+(R. G. Edwards and A. D. Sokal, Phys. Rev. D 38, 2009 (1988)), whose spin marginal is the
+Boltzmann distribution: a Gibbs sampler, so the update leaves the Boltzmann distribution
+invariant, and it satisfies detailed balance (both conditional moves do).
 
 Random numbers (bit-identical rule for every implementation)
 -----------------------------------------------------------
@@ -49,12 +50,15 @@ over the coins, with ``n_C = |C|``,
     ``E[M'^2 | bonds] = sum_C n_C^2``,
     ``E[M'^4 | bonds] = sum_C n_C^4 + 3 sum_{C != D} n_C^2 n_D^2 = 3 (sum_C n_C^2)^2 - 2 sum_C n_C^4``
 
-(odd moments of the coins vanish; ``E[sigma^4] = 1``). Since the bonds given the old spins are
-drawn from equilibrium when the spins are, ``<m^2> = <sum_C n_C^2> / N^2`` and
-``<m^4> = <3 (sum_C n_C^2)^2 - 2 sum_C n_C^4> / N^4`` (U. Wolff, Nucl. Phys. B 334, 581 (1990);
-the mean cluster-size relation ``chi = beta <sum_C n_C^2> / N`` goes back to Fortuin and
-Kasteleyn). These have smaller variance than ``m^2`` and ``m^4`` measured on the configuration.
-The updater records them for every update and replica (:meth:`SwendsenWangUpdater.improved_series`).
+(the sum over ``C != D`` runs over ordered pairs; odd moments of the coins vanish,
+``E[sigma^2] = E[sigma^4] = 1``, and the ``3`` counts the three ways to pair four indices).
+Since the bonds drawn from equilibrium spins are distributed as in the Edwards-Sokal measure,
+``<m^2> = <sum_C n_C^2> / N^2`` and ``<m^4> = <3 (sum_C n_C^2)^2 - 2 sum_C n_C^4> / N^4`` exactly;
+``chi = beta <sum_C n_C^2> / N`` is the familiar cluster-size form of the susceptibility
+(Edwards and Sokal, above; improved estimators: U. Wolff, Phys. Rev. Lett. 62, 361 (1989)).
+They average over the ``2^(number of clusters)`` coin outcomes and have smaller variance than
+``m^2`` and ``m^4`` measured on the configuration. The updater records them for every update
+and replica (:meth:`SwendsenWangUpdater.improved_series`).
 
 Implementations
 ---------------
