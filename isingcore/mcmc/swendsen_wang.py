@@ -342,7 +342,8 @@ class SwendsenWangUpdater:
 
     ``fast`` is the fused kernel (Numba on NumPy, Numba-CUDA on CuPy) or None (array-API
     reference); both give identical spins. The improved estimators of every update are
-    recorded (:meth:`improved_series`) unless ``record_improved`` is set to False.
+    recorded (:meth:`improved_series`, 16 bytes per replica and update) unless
+    ``record_improved`` is set to False; call :meth:`reset` between measurement blocks of long runs.
     """
 
     steps_per_sweep = 1
