@@ -169,8 +169,9 @@ def test_transition_probabilities_are_normalised_and_reversible():
 @settings(max_examples=40)
 @given(Lx=st.integers(2, 9), Ly=st.integers(2, 9), beta=st.floats(0.05, 1.5), seed=st.integers(0, 2**32 - 1),
        stream=st.integers(0, 2**32 - 4), step=st.one_of(st.integers(0, 2**40), st.integers(2**32 - 3, 2**32 + 1)),
-       n=st.integers(1, 4), logw=st.integers(1, 6), key=st.integers(0, 2**16))
-def test_numba_kernel_matches_reference(Lx, Ly, beta, seed, stream, step, n, logw, key):
+       n=st.integers(1, 4), logw=st.integers(1, 6), key=st.integers(0, 2**16),
+       method=st.sampled_from(["sites", "bits"]))
+def test_numba_kernel_matches_reference(Lx, Ly, beta, seed, stream, step, n, logw, key, method):
     R = 3
     s = random_spins((R, Lx, Ly), key)
     T = W.bond_threshold(beta)
@@ -179,28 +180,45 @@ def test_numba_kernel_matches_reference(Lx, Ly, beta, seed, stream, step, n, log
     want, want_steps, want_sizes = W.wolff_clusters(s, n, steps=steps, threshold=T, seed=seed, streams=streams)
     got_steps = steps.copy()
     got, got_sizes = fused.wolff_clusters(s.copy(), n, steps=got_steps, threshold=T, seed=seed, streams=streams,
-                                          logw=logw)
+                                          logw=logw, method=method)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got_steps, want_steps)
     np.testing.assert_array_equal(got_sizes, want_sizes)
 
 
+@pytest.mark.parametrize("method", ["sites", "bits"])
 @pytest.mark.parametrize("driver", ["serial", "parallel"])
-def test_numba_kernel_large_lattice_matches_reference(driver, monkeypatch):
-    """A lattice larger than one 64-site tile in every row, at K_c, from a mostly ordered start
-    (clusters of hundreds of sites); the serial and the threaded driver."""
+@pytest.mark.parametrize("shape", [(37, 70), (5, 63), (4, 64), (6, 65), (3, 130), (66, 2)])
+def test_numba_kernel_large_lattice_matches_reference(shape, driver, method, monkeypatch):
+    """Rows longer than one 64-site tile / word (and 63, 64, 65 sites: the word boundaries of the bit
+    boards), at K = 0.7 from a mostly ordered start (clusters of tens to thousands of sites); serial
+    and threaded."""
     monkeypatch.setattr(fused, "SERIAL_FLIPS", 0 if driver == "parallel" else 1 << 62)
-    s = np.where(np.random.default_rng(9).random((2, 37, 70)) < 0.9, 1, -1).astype(np.int8)
-    T = W.bond_threshold(KC)
+    s = np.where(np.random.default_rng(shape[1]).random((2,) + shape) < 0.9, 1, -1).astype(np.int8)
+    T = W.bond_threshold(0.7)
     steps = np.array([5, 2**33], np.int64)
     streams = np.array([1, 9], np.uint32)
     want, want_steps, want_sizes = W.wolff_clusters(s, 6, steps=steps, threshold=T, seed=4, streams=streams)
-    assert want_sizes.max() > 100
-    for logw in (1, 4, 6):
-        st_ = steps.copy()
-        got, got_sizes = fused.wolff_clusters(s.copy(), 6, steps=st_, threshold=T, seed=4, streams=streams, logw=logw)
-        np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(got_sizes, want_sizes)
+    assert want_sizes.max() > 90  # clusters over several words and rows
+    st_ = steps.copy()
+    got, got_sizes = fused.wolff_clusters(s.copy(), 6, steps=st_, threshold=T, seed=4, streams=streams, method=method)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_sizes, want_sizes)
+    np.testing.assert_array_equal(st_, want_steps)
+
+
+def test_bit_board_packing_round_trip():
+    for Lx, Ly in ((3, 5), (2, 64), (4, 65), (2, 129)):
+        s = random_spins((Lx, Ly), Ly).reshape(-1)
+        W_ = (Ly + 63) // 64
+        sb = np.zeros(Lx * W_, np.uint64)
+        fused.pack_lattice(s, Lx, Ly, sb)
+        for i in range(Lx):
+            for j in range(Ly):
+                assert (int(sb[i * W_ + j // 64]) >> (j % 64)) & 1 == (s[i * Ly + j] < 0)
+        back = np.zeros_like(s)
+        fused.unpack_lattice(sb, Lx, Ly, back)
+        np.testing.assert_array_equal(back, s)
 
 
 def test_simulation_kernels_agree():

@@ -429,6 +429,8 @@ class WolffUpdater:
         stream0 = int(_array.to_numpy(sim.streams)[0])
         self.clusters_per_sweep = calibrate_clusters_per_sweep(sim.Lx, sim.Ly, threshold=self.threshold,
                                                                seed=sim.seed, stream=stream0)
+        if self._mean_hint is None:  # speed hint for the kernels until the replicas' own clusters are seen
+            self._mean_hint = sim.Lx * sim.Ly / self.clusters_per_sweep
         return self.clusters_per_sweep
 
     def advance(self, sim, n_sweeps: int) -> None:
