@@ -548,7 +548,7 @@ STAT_SCRIPT = textwrap.dedent(
     from isingcore.mcmc.swendsen_wang import bond_threshold
     from isingcore.measure.observables import energy_per_site
     G.MAX_GRID_Y = 1  # one block loops over the replicas: far fewer simulated threads
-    R, n, beta = 16, 20, float(sys.argv[1])
+    R, n, beta = 4, 80, float(sys.argv[1])  # chains long enough for the Gamma-method window
     s = np.where(np.random.default_rng(0).random((R, 3, 3)) < 0.5, 1, -1).astype(np.int8)
     e = np.empty((R, n))
     for t in range(n):
