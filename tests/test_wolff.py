@@ -290,6 +290,20 @@ def test_cluster_statistics_bookkeeping():
     assert sim.updater.n_clusters.sum() == 0 and all(c.size == 0 for c in sim.updater.cluster_sizes())
     sim.sweep(0)
     assert sim.step == 18
+    # per-sweep means, also when a kernel call ends inside a sweep
+    sim.updater.chunk = 3
+    sim.sweep(5)
+    means = sim.updater.sweep_mean_sizes()
+    assert means.shape == (2, 5)
+    np.testing.assert_allclose(means, np.stack(sim.updater.cluster_sizes()).reshape(2, 5, 4).mean(axis=2))
+    full = sim.updater.improved_susceptibility()
+    assert full.n == 2 * 20  # per cluster while every size is recorded
+    # past max_recorded the sizes are no longer kept, and the estimator uses the per-sweep means
+    sim.updater.max_recorded = 50
+    with pytest.warns(RuntimeWarning, match="max_recorded"):
+        sim.sweep(3)
+    assert sim.updater.record_sizes is False
+    assert sim.updater.improved_susceptibility().n == 2 * 8
 
 
 def test_calibration_is_deterministic_and_independent_of_the_replicas():
@@ -529,6 +543,7 @@ SIM_SCRIPT = textwrap.dedent(
     job = json.load(open(sys.argv[1]))
     out = {"simulator": G.SIMULATOR, "cases": []}
     for c in job["cases"]:
+        G.MAX_GRID_Y, G.MAX_BLOCKS = c.get("max_grid", (65535, 1 << 20))
         steps = np.array(c["steps"], dtype=np.int64)
         spins, sizes = G.wolff_clusters(np.array(c["spins"], dtype=np.int8), c["n"], steps=steps,
                                         threshold=c["threshold"], seed=c["seed"],
@@ -564,7 +579,10 @@ CUDA_CASES = [  # (replicas, Lx, Ly), beta, method, first step
     ((3, 2, 7), 0.3, "lattice", 17),
     ((1, 8, 8), 0.6, "block", 5),
     ((1, 8, 8), 0.6, "lattice", 5),
+    ((5, 3, 4), 0.5, "block", 9),  # more replicas than blocks / grid rows (MAX_GRID = 2): the kernels loop
+    ((5, 3, 4), 0.5, "lattice", 9),
 ]
+LOOPING = 8  # the first case run with MAX_GRID_Y = MAX_BLOCKS = 2
 
 
 def stat_case(replicas, start, n, method, K=0.3, seed=71):
@@ -597,7 +615,7 @@ def cudasim_results(tmp_path_factory):
         R = shape[0]
         cases.append(dict(spins=random_spins(shape, 100 + n).tolist(), n=3, steps=[step + r for r in range(R)],
                           threshold=W.bond_threshold(beta), seed=1234 + n, streams=list(range(7, 7 + R)),
-                          method=method))
+                          method=method, max_grid=(2, 2) if n >= LOOPING else (65535, 1 << 20)))
     # small statistical check: 48 exact Boltzmann samples, two updates each (stationarity)
     cases.append(stat_case(48, boltzmann_samples(0.3, 2, 3, 48, 8), 2, "lattice"))
     return cases, run_simulator(tmp_path_factory, cases)

@@ -58,7 +58,8 @@ SEED_WORDS = 64  # isingcore.mcmc.wolff.SEED_WORDS
 BLOCK0 = SEED_WORDS // 4
 TPB_BLOCK = 256  #: threads per block of the block kernel (one block per replica)
 TPB = 256  #: threads per block of the lattice kernels
-MAX_GRID_Y = 65535
+MAX_GRID_Y = 65535  #: grid extent over replicas of the lattice kernels (they loop beyond it)
+MAX_BLOCKS = 1 << 20  #: blocks of the block kernel (one per replica; it loops beyond)
 BLOCK_MAX_SITES = 1 << 16  #: method="auto" uses "block" up to this many sites, or with many replicas
 NOT_IN = np.int32(-1)  #: label of a site without the seed's spin (lattice method)
 
@@ -296,20 +297,27 @@ def _analysis_kernel(labels, N, active):
 
 @cuda.jit
 def _flip_kernel(spins, labels, N, x0s, active, counts):
-    """Flip the sites whose label is the seed's (the cluster) and count them."""
+    """Flip the sites whose label is the seed's (the cluster) and count them (per block in shared
+    memory, then one global atomic per block: a cluster can hold most of the lattice)."""
     x = np.int64(cuda.blockIdx.x) * np.int64(cuda.blockDim.x) + np.int64(cuda.threadIdx.x)
     R = active.shape[0]
-    if x < N:
-        r = np.int64(cuda.blockIdx.y)
-        while r < R:
-            if active[r] != 0:
-                base = r * N
-                root = labels[np.uint64(base + x0s[r])]
-                if labels[np.uint64(base + x)] == root:
-                    ix = np.uint64(base + x)
-                    spins[ix] = np.int8(-spins[ix])
-                    cuda.atomic.add(counts, r, np.int64(1))
-            r += np.int64(cuda.gridDim.y)
+    n_here = cuda.shared.array(1, dtype=np.int64)
+    r = np.int64(cuda.blockIdx.y)
+    while r < R:  # every thread of the block runs the same iterations (syncthreads inside)
+        if cuda.threadIdx.x == 0:
+            n_here[0] = 0
+        cuda.syncthreads()
+        if x < N and active[r] != 0:
+            base = r * N
+            root = labels[np.uint64(base + x0s[r])]
+            if labels[np.uint64(base + x)] == root:
+                ix = np.uint64(base + x)
+                spins[ix] = np.int8(-spins[ix])
+                cuda.atomic.add(n_here, 0, np.int64(1))
+        cuda.syncthreads()
+        if cuda.threadIdx.x == 0 and n_here[0] != 0:
+            cuda.atomic.add(counts, r, n_here[0])
+        r += np.int64(cuda.gridDim.y)
 
 
 @cuda.jit
@@ -372,7 +380,7 @@ def _run_block(d_spins, R, Lx, Ly, d_steps, T, seed, d_streams, d_sizes, n, allo
     queue = alloc.zeros(R * N, np.int32)
     mark = alloc.zeros(R * N, np.int32)
     tpb = 4 if SIMULATOR else TPB_BLOCK
-    _configure(_block_kernel, min(R, 1 << 20), tpb, stream)(
+    _configure(_block_kernel, min(R, MAX_BLOCKS), tpb, stream)(
         d_spins, np.int64(Lx), np.int64(Ly), d_steps, np.int64(T), np.uint32(seed), d_streams, d_sizes, np.int64(n),
         queue, mark)
 

@@ -50,22 +50,29 @@ index < 2**34); the updater limits it to ``N < 2**31``.
 
 A Wolff *sweep* (``Simulation.sweep(n)``) is a **fixed** number ``c = clusters_per_sweep`` of
 cluster updates per replica, the same in every sweep, chosen so that a sweep flips about ``N``
-spins on average (``c = max(1, round(N / <|C|>))``). ``c`` is calibrated once by
-:func:`calibrate_clusters_per_sweep`, on a separate pilot chain (cold start, its own part of the
-counter space: steps ``>= 2**62``, which the replicas' counters never reach) that never touches the replicas, or set by the user. The number
-of clusters must not depend on the replicas' own cluster sizes: with the rule "grow clusters
-until ``N`` spins have been flipped", the sweep ends preferentially on a large cluster, and the
-configuration just after a large cluster is biased towards order (by reversibility it is
-distributed like a configuration *from which* a large cluster grows). That rule was measured
-here: on the 3x3 torus at K_c, ``<m^2>`` at the ends of such sweeps came out 0.9347(2) against the
-exact 0.8094, on 8x8 0.6912(3) against 0.6469. With a fixed ``c`` the sweep is ``c`` steps of a
-time-homogeneous Markov chain, so the Boltzmann distribution is stationary exactly.
+spins on average (``c = max(1, round(N / <|C|>))``). ``c`` is calibrated once, at the first
+sweep, by :func:`calibrate_clusters_per_sweep` on a separate pilot chain (cold start, its own part
+of the counter space: steps ``>= 2**62``, which the replicas' counters never reach), so it is a
+deterministic function of (seed, first stream, beta J, Lx, Ly) and independent of the replicas;
+or the user sets it. The number of clusters must not depend on the replicas' own cluster sizes:
+with the rule "grow clusters until ``N`` spins have been flipped", a sweep ends preferentially on
+a large cluster, and the configuration just after a large cluster is biased towards order (by
+reversibility it is distributed like a configuration *from which* a large cluster grows). That
+rule was measured here: on the 3x3 torus at K_c, ``<m^2>`` at the ends of such sweeps came out
+0.9347(2) against the exact 0.8094, on 8x8 0.6912(3) against 0.6469 (Gamma-method errors,
+2000 chains). With a fixed ``c`` a sweep is ``c`` steps of a time-homogeneous Markov chain, and
+the Boltzmann distribution is exactly stationary.
 
-Improved estimator (Wolff 1989; see also U. Wolff, Nucl. Phys. B 334 (1990) 581): in the FK
-representation ``<M^2> = <sum_c |c|^2>`` (clusters flip independently), and the Wolff cluster is
+Improved estimator (U. Wolff, PRL 62 (1989) 361): in the Fortuin-Kasteleyn representation
+``<M^2> = <sum_c |c|^2>`` (the clusters' signs are independent), and the Wolff cluster is
 cluster ``c`` with probability ``|c|/N``, so ``<|C|> = <sum_c |c|^2>/N = <M^2>/N = N <m^2>`` and
 the per-site susceptibility at h = 0 is ``chi = beta N <m^2> = beta <|C|>``, the mean taken over
 cluster updates (each started from an equilibrium configuration).
+
+Fast paths (same bits as :func:`wolff_clusters`, chosen by :class:`WolffUpdater`):
+``isingcore.backends.numba_cpu.wolff`` (site-by-site depth-first growth for small clusters,
+64-site bit boards for large ones) and ``isingcore.backends.cuda.wolff`` (one thread block per
+replica, or Komura-Okabe label propagation over the lattice).
 """
 
 from __future__ import annotations
@@ -330,8 +337,11 @@ class WolffUpdater:
     Cluster statistics since the last :meth:`reset_statistics` (or the start):
 
     * :attr:`n_clusters` -- int64 (R,), updates per replica;
-    * :meth:`cluster_sizes` -- list of R int32 arrays, the size of every cluster in order (kept
-      while :attr:`record_sizes` is True; the running sums are always kept);
+    * :meth:`cluster_sizes` -- list of R int32 arrays, the size of every cluster in order, kept
+      while :attr:`record_sizes` is True (4 bytes per cluster and replica: at high temperature a
+      sweep has many small clusters; recording stops with a warning beyond
+      :attr:`max_recorded` sizes in all);
+    * :meth:`sweep_mean_sizes` -- (R, n_sweeps), the mean cluster size of every sweep (always kept);
     * :meth:`mean_cluster_size`, :meth:`improved_susceptibility` -- ``chi = beta <|C|>``.
     """
 
@@ -349,6 +359,8 @@ class WolffUpdater:
         self.fast = self._select_kernel(sim, kernel)
         #: record every cluster size (set False for very long runs at high temperature)
         self.record_sizes = True
+        #: most cluster sizes kept in all (int32): 2**26 = 256 MiB
+        self.max_recorded = 1 << 26
         #: cluster updates per sweep and replica (None: calibrated at the first sweep)
         self.clusters_per_sweep = None
         self._mean_hint = None
@@ -383,15 +395,29 @@ class WolffUpdater:
         self.n_clusters = np.zeros(R, dtype=np.int64)
         self.sum_sizes = np.zeros(R, dtype=np.float64)
         self._sizes = [[] for _ in range(R)]
+        self._n_recorded = 0
+        self._complete = True  # every cluster since the reset is in _sizes
+        self._sweep_means = []
 
     def _record(self, sizes: np.ndarray) -> None:
         sizes = np.asarray(sizes)
         self.n_clusters += sizes.shape[1]
         self.sum_sizes += sizes.sum(axis=1, dtype=np.float64)
-        if self.record_sizes and sizes.shape[1]:
-            for r in range(sizes.shape[0]):
-                self._sizes[r].append(sizes[r].astype(np.int32))
-        if sizes.size:  # speed hint for the fast kernels (tile width), not a statistic
+        if self.record_sizes and sizes.size and self._n_recorded + sizes.size > self.max_recorded:
+            import warnings
+
+            warnings.warn(f"WolffUpdater: more than max_recorded = {self.max_recorded} cluster sizes; recording "
+                          "stops (record_sizes = False). The running sums and the per-sweep means go on.",
+                          RuntimeWarning, stacklevel=4)
+            self.record_sizes = False
+        if self.record_sizes:
+            if sizes.shape[1]:
+                for r in range(sizes.shape[0]):
+                    self._sizes[r].append(sizes[r].astype(np.int32))
+                self._n_recorded += sizes.size
+        elif sizes.shape[1]:
+            self._complete = False
+        if sizes.size:  # speed hint for the fast kernels (method, tile width), not a statistic
             self._mean_hint = float(sizes.mean(dtype=np.float64))
 
     def cluster_sizes(self) -> list[np.ndarray]:
@@ -403,21 +429,29 @@ class WolffUpdater:
         n = int(self.n_clusters.sum())
         return float(self.sum_sizes.sum() / n) if n else float("nan")
 
+    def sweep_mean_sizes(self) -> np.ndarray:
+        """Mean cluster size of every sweep (``Simulation.sweep``) since the last reset: float64 (R, n_sweeps)."""
+        R = self.n_clusters.shape[0]
+        return np.concatenate(self._sweep_means, axis=1) if self._sweep_means else np.zeros((R, 0))
+
     def improved_susceptibility(self, S: float = 2.0):
         """Improved estimator ``chi = beta <|C|>`` of the per-site susceptibility ``beta N <m^2>`` (h = 0).
 
-        Γ-method error (:func:`isingcore.measure.derived`) over the series of cluster sizes of each
-        replica, with one cluster update as the time unit. Needs the recorded sizes
-        (:attr:`record_sizes`) of at least 4 clusters per replica. Returns an :class:`Estimate`.
+        Γ-method error (:func:`isingcore.measure.derived`) over the cluster sizes of each replica
+        in the order they were grown (time unit: one update) when every size since the last
+        reset was recorded, else over the per-sweep means (:meth:`sweep_mean_sizes`; time unit: one
+        sweep, the same mean since every sweep has the same number of clusters). Needs at least 4
+        samples per replica. Returns an :class:`isingcore.measure.Estimate`.
         """
         from ..measure import derived
 
-        sizes = self.cluster_sizes()
-        n = min(a.shape[0] for a in sizes)
-        if n < 4:
-            raise ValueError("improved_susceptibility needs at least 4 recorded clusters per replica "
-                             "(record_sizes must be True)")
-        a = np.stack([c[:n] for c in sizes]).astype(np.float64)
+        if self._complete and self._n_recorded:
+            a = np.stack(self.cluster_sizes()).astype(np.float64)
+        else:
+            a = self.sweep_mean_sizes()
+        if a.shape[1] < 4:
+            raise ValueError("improved_susceptibility needs at least 4 clusters (or sweeps) per replica since the "
+                             f"last reset, got {a.shape[1]}")
         beta = self.beta
         return derived(lambda c: beta * c, a, S=S)
 
@@ -442,9 +476,21 @@ class WolffUpdater:
         c = self.clusters_per_sweep
         if isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 1:
             raise ValueError(f"clusters_per_sweep must be a positive integer, got {c!r}")
-        self.advance_clusters(sim, n_sweeps * int(c))
+        c = int(c)
+        sums = np.zeros((sim.replicas, n_sweeps))
+        done = [0]
 
-    def advance_clusters(self, sim, n: int) -> None:
+        def per_sweep(sizes):  # add the sizes of this kernel call to the sums of their sweeps
+            k = sizes.shape[1]
+            sweep = (done[0] + np.arange(k)) // c
+            starts = np.flatnonzero(np.r_[True, sweep[1:] != sweep[:-1]])
+            sums[:, sweep[starts]] += np.add.reduceat(np.asarray(sizes, dtype=np.float64), starts, axis=1)
+            done[0] += k
+
+        self.advance_clusters(sim, n_sweeps * c, _sink=per_sweep)
+        self._sweep_means.append(sums / c)
+
+    def advance_clusters(self, sim, n: int, _sink=None) -> None:
         """Exactly ``n`` cluster updates of every replica (steps ``sim.steps[r] .. + n - 1``)."""
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be a non-negative integer number of cluster updates, got {n!r}")
@@ -465,6 +511,8 @@ class WolffUpdater:
                 sim._spins = _array.from_numpy(spins, sim.backend)
                 sim.steps[:] = new_steps
             self._record(sizes)
+            if _sink is not None:
+                _sink(sizes)
             done += k
 
 
