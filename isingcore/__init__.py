@@ -12,9 +12,29 @@ Subpackages: :mod:`isingcore.random` (Philox4x32-10), :mod:`isingcore.mcmc` (sam
 :mod:`isingcore.io` (HDF5 ensembles).
 """
 
+import os as _os
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .constants import BETA_C, K_C
+
+def _source_checkout_path() -> None:
+    """Let ``isingcore.backends`` and ``isingcore.models_onnx`` resolve in a source checkout.
+
+    In the repository, ``backends/`` and ``models_onnx/`` stand beside ``isingcore/``; installation
+    maps them to ``isingcore.backends`` and ``isingcore.models_onnx`` (pyproject ``package-dir``).
+    When the package is imported straight from a checkout (``python -m isingcore`` in the
+    repository root puts the checkout first on ``sys.path``), the checkout joins the package path
+    so that the same names resolve to the same files.
+    """
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    root = _os.path.dirname(here)
+    if not _os.path.isdir(_os.path.join(here, "backends")) and _os.path.isfile(
+            _os.path.join(root, "backends", "__init__.py")) and _os.path.isfile(_os.path.join(root, "pyproject.toml")):
+        __path__.append(root)  # noqa: F821 - the package's own __path__
+
+
+_source_checkout_path()
+
+from .constants import BETA_C, K_C  # noqa: E402
 
 try:
     __version__ = _version("isingcore")
