@@ -222,15 +222,17 @@ PILOT_STEP0 = 1 << 62
 
 
 def calibrate_clusters_per_sweep(Lx: int, Ly: int, *, threshold: int, seed: int, stream: int,
-                                 thermalize: int = 5, measure: int = 5) -> int:
+                                 thermalize: int = 10, measure: int = 20, min_clusters: int = 200) -> int:
     """Clusters per Wolff sweep, ``c = max(1, round(N / <|C|>))``, from a pilot chain.
 
     The pilot is one ``Lx x Ly`` lattice from a cold start, with the key (seed, stream) and the
     steps ``PILOT_STEP0, PILOT_STEP0 + 1, ...`` (so its random numbers are not used by any replica):
     it grows clusters until ``thermalize * N`` spins have flipped, and then estimates ``<|C|>`` as
-    the mean size of the clusters that flip the next ``measure * N`` spins (a rough estimate
-    suffices: ``c`` only sets the time unit). Deterministic in its arguments; independent of the
-    replicas, so the replicas' chains stay exactly Boltzmann-stationary. Uses the Numba kernel.
+    the mean size of the next clusters, until they have flipped ``measure * N`` spins and number
+    at least ``min_clusters`` (a few per cent accuracy suffices: ``c`` only sets the time unit).
+    Deterministic in its arguments; independent of the replicas, so the replicas' chains stay
+    exactly Boltzmann-stationary. Costs about ``thermalize + measure`` sweeps of one lattice
+    (Numba kernel).
     """
     from ..backends.numba_cpu.wolff import wolff_clusters as fused
 
@@ -238,19 +240,19 @@ def calibrate_clusters_per_sweep(Lx: int, Ly: int, *, threshold: int, seed: int,
     s = np.ones((1, Lx, Ly), dtype=np.int8)
     steps = np.array([PILOT_STEP0], dtype=np.int64)
     streams = np.array([stream], dtype=np.uint32)
-    flipped, sizes, phase_end = 0, [], thermalize * N
-    chunk = 8
+    flipped, measured, n_measured, chunk, mean = 0, 0, 0, 8, None
     while True:
-        _, sz = fused(s, chunk, steps=steps, threshold=threshold, seed=seed, streams=streams)
+        _, sz = fused(s, chunk, steps=steps, threshold=threshold, seed=seed, streams=streams, mean_size=mean)
         for c in sz[0].tolist():
             flipped += c
-            if flipped > phase_end:
-                sizes.append(c)
-        if flipped >= (thermalize + measure) * N:
+            if flipped > thermalize * N:
+                measured += c
+                n_measured += 1
+        mean = float(sz.mean())
+        if measured >= measure * N and n_measured >= min_clusters:
             break
         chunk = min(2 * chunk, 1 << 14)
-    mean = float(np.mean(sizes)) if sizes else float(N)
-    return max(1, int(round(N / mean)))
+    return max(1, int(round(N / (measured / n_measured))))
 
 
 def transition_probability(s, s_new, *, beta: float, J: float = 1.0, realised: bool = True) -> float:
