@@ -74,7 +74,7 @@ class LocalUpdater:
         sim.steps += n_half
 
 
-def _lazy_updater(module: str, cls: str, requires_even: bool = False):
+def _lazy_updater(module: str, cls: str, requires_even: bool = False, default_start: str = "random"):
     """Factory that imports ``isingcore.mcmc.<module>.<cls>`` on first use (keeps import light)."""
 
     def make(sim, kernel):
@@ -83,6 +83,7 @@ def _lazy_updater(module: str, cls: str, requires_even: bool = False):
         return getattr(importlib.import_module(f"isingcore.mcmc.{module}"), cls)(sim, kernel)
 
     make.requires_even = requires_even
+    make.default_start = default_start
     return make
 
 
@@ -91,7 +92,9 @@ def _lazy_updater(module: str, cls: str, requires_even: bool = False):
 #: ``steps_per_sweep`` (RNG steps per sweep, or None when it varies) and ``advance(sim, n_sweeps)``,
 #: which updates ``sim._spins`` and the per-replica counters ``sim.steps``.
 UPDATERS = {"metropolis": LocalUpdater, "heatbath": LocalUpdater}
-UPDATERS["wolff"] = _lazy_updater("wolff", "WolffUpdater")
+# Wolff's sweep is a fixed number of clusters calibrated in equilibrium (N / <|C|>): from a random
+# start the clusters are tiny and such sweeps barely move, so it starts ordered by default.
+UPDATERS["wolff"] = _lazy_updater("wolff", "WolffUpdater", default_start="cold")
 UPDATERS["swendsen-wang"] = _lazy_updater("swendsen_wang", "SwendsenWangUpdater")
 ALGORITHMS = tuple(UPDATERS)
 
@@ -177,9 +180,10 @@ class Simulation:
         Number of independent replicas; replica r uses RNG stream ``stream + r``.
     J, h : float
         Coupling and field in H = -J sum_<ij> s_i s_j - h sum_i s_i.
-    start : "random", "cold" or array
+    start : None, "random", "cold" or array
         Initial spins: infinite temperature (from the generator), all +1, or an int8 +-1 array of
-        shape (replicas, Lx, Ly) or (Lx, Ly).
+        shape (replicas, Lx, Ly) or (Lx, Ly). ``None`` (default) is "cold" for Wolff (whose sweeps
+        are a fixed number of clusters calibrated in equilibrium) and "random" otherwise.
     stream : int
         First stream index (chains of an ensemble are told apart by their streams).
     step : int or sequence of int
@@ -191,7 +195,7 @@ class Simulation:
     """
 
     def __init__(self, size, beta=BETA_C, algorithm: str = "metropolis", seed: int = 0, backend: str = "numpy",
-                 replicas: int = 1, *, J: float = 1.0, h: float = 0.0, start="random", stream: int = 0,
+                 replicas: int = 1, *, J: float = 1.0, h: float = 0.0, start=None, stream: int = 0,
                  step: int = 0, kernel: str = "auto"):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm={algorithm!r} is not known; allowed values: {', '.join(map(repr, ALGORITHMS))}")
@@ -220,6 +224,8 @@ class Simulation:
         self.streams = self.xp.asarray(np.arange(stream, stream + self.replicas, dtype=np.uint32))
         self._updater = UPDATERS[algorithm](self, kernel)
         self.kernel = "fast" if self._updater.fast is not None else "reference"
+        if start is None:
+            start = getattr(UPDATERS[algorithm], "default_start", "random")
         self._spins = self._initial_spins(start)
 
     # -- set-up ------------------------------------------------------------------------------
@@ -273,7 +279,11 @@ class Simulation:
 
     # -- dynamics ----------------------------------------------------------------------------
     def sweep(self, n: int = 1, progress: bool | None = None) -> "Simulation":
-        """Perform ``n`` sweeps (each updates every site once in expectation; here exactly once).
+        """Perform ``n`` sweeps.
+
+        A checkerboard or Swendsen-Wang sweep updates every site once; a Wolff sweep is a fixed
+        number of single-cluster updates that flip N spins on average
+        (:class:`isingcore.mcmc.wolff.WolffUpdater`).
 
         ``progress``: show a progress bar (default: only for long runs on a terminal).
         """
