@@ -121,3 +121,28 @@ def synchronize(x: Any) -> None:
         import cupy
 
         cupy.cuda.get_current_stream().synchronize()
+
+
+def fast_kernel(backend: str, kernel: str, module: str, name: str):
+    """The fused kernel for ``backend``, or None when the array-API reference should run.
+
+    Looks up ``isingcore.backends.numba_cpu.<module>.<name>`` for NumPy and
+    ``isingcore.backends.cuda.<module>.<name>`` for CuPy (None if numba-cuda cannot run there).
+    ``kernel`` is "auto", "fast" (an error if there is no fused kernel) or "reference".
+    """
+    import importlib
+
+    if kernel == "reference" or backend == "array_api_strict":
+        if kernel == "fast":
+            raise ValueError(f"kernel='fast' is not available on backend={backend!r}")
+        return None
+    target = "numba_cpu" if backend == "numpy" else "cuda"
+    try:
+        mod = importlib.import_module(f"isingcore.backends.{target}.{module}")
+    except ImportError as exc:
+        if backend == "numpy" or kernel == "fast":
+            raise BackendUnavailableError(
+                f"kernel='fast' on backend={backend!r} needs the {target} kernels ({exc}); use kernel='reference'"
+            ) from exc
+        return None
+    return getattr(mod, name)

@@ -33,27 +33,7 @@ class LocalUpdater:
     def __init__(self, sim: "Simulation", kernel: str):
         self.thresholds_np = local.flip_thresholds(sim.algorithm, sim.beta, sim.J, sim.h)
         self.thresholds = sim.xp.asarray(self.thresholds_np)
-        self.fast = self._select_kernel(sim, kernel)
-
-    @staticmethod
-    def _select_kernel(sim, kernel):
-        if kernel == "reference" or sim.backend == "array_api_strict":
-            if kernel == "fast":
-                raise ValueError("kernel='fast' is not available on backend='array_api_strict'")
-            return None
-        if sim.backend == "numpy":
-            from .backends.numba_cpu import local as fused
-
-            return fused.checkerboard_sweeps
-        try:  # cupy
-            from .backends.cuda import local as fused_cuda
-        except ImportError as exc:
-            if kernel == "fast":
-                raise _array.BackendUnavailableError(
-                    f"kernel='fast' on backend='cupy' needs numba-cuda ({exc}); use kernel='reference'"
-                ) from exc
-            return None
-        return fused_cuda.checkerboard_sweeps
+        self.fast = _array.fast_kernel(sim.backend, kernel, "local", "checkerboard_sweeps")
 
     def advance(self, sim: "Simulation", n_sweeps: int) -> None:
         n_half = 2 * n_sweeps

@@ -79,6 +79,7 @@ import numbers
 
 import numpy as np
 
+from .. import _array
 from .. import random as rng
 
 #: Coin threshold: a cluster flips iff the word of its canonical root is below 2**31.
@@ -355,29 +356,8 @@ class SwendsenWangUpdater:
         self.n_sites = sim.Lx * sim.Ly
         self.replicas = sim.replicas
         self.record_improved = True
-        self.fast = self._select_kernel(sim, kernel)
+        self.fast = _array.fast_kernel(sim.backend, kernel, "swendsen_wang", "swendsen_wang_sweeps")
         self.reset()
-
-    @staticmethod
-    def _select_kernel(sim, kernel):
-        from .. import _array
-
-        if kernel == "reference" or sim.backend == "array_api_strict":
-            if kernel == "fast":
-                raise ValueError("kernel='fast' is not available on backend='array_api_strict'")
-            return None
-        if sim.backend == "numpy":
-            from ..backends.numba_cpu import swendsen_wang as fused
-
-            return fused.swendsen_wang_sweeps
-        try:  # cupy
-            from ..backends.cuda import swendsen_wang as fused_cuda
-        except ImportError as exc:
-            if kernel == "fast":
-                raise _array.BackendUnavailableError(
-                    f"kernel='fast' on backend='cupy' needs numba-cuda ({exc}); use kernel='reference'") from exc
-            return None
-        return fused_cuda.swendsen_wang_sweeps
 
     def reset(self) -> None:
         """Forget the recorded improved estimators."""

@@ -83,6 +83,7 @@ from collections import deque
 
 import numpy as np
 
+from .. import _array
 from .. import random as rng
 
 #: Words 0 .. SEED_WORDS-1 of an update are for the seed site; bond b uses word SEED_WORDS + b.
@@ -358,7 +359,7 @@ class WolffUpdater:
             raise ValueError(f"size: the Wolff updater supports at most {MAX_SITES} sites, got {sim.Lx * sim.Ly}")
         self.beta = sim.beta
         self.threshold = bond_threshold(sim.beta, sim.J)
-        self.fast = self._select_kernel(sim, kernel)
+        self.fast = _array.fast_kernel(sim.backend, kernel, "wolff", "wolff_clusters")
         #: record every cluster size (set False for very long runs at high temperature)
         self.record_sizes = True
         #: most cluster sizes kept in all (int32): 2**26 = 256 MiB
@@ -367,28 +368,6 @@ class WolffUpdater:
         self.clusters_per_sweep = None
         self._mean_hint = None
         self.reset_statistics(sim.replicas)
-
-    @staticmethod
-    def _select_kernel(sim, kernel):
-        if kernel == "reference" or sim.backend == "array_api_strict":
-            if kernel == "fast":
-                raise ValueError("kernel='fast' is not available on backend='array_api_strict'")
-            return None
-        if sim.backend == "numpy":
-            from ..backends.numba_cpu import wolff as fused
-
-            return fused.wolff_clusters
-        try:  # cupy
-            from ..backends.cuda import wolff as fused_cuda
-        except ImportError as exc:
-            if kernel == "fast":
-                from .._array import BackendUnavailableError
-
-                raise BackendUnavailableError(
-                    f"kernel='fast' on backend='cupy' needs numba-cuda ({exc}); use kernel='reference'"
-                ) from exc
-            return None
-        return fused_cuda.wolff_clusters
 
     # -- statistics ------------------------------------------------------------------------
     def reset_statistics(self, replicas: int | None = None) -> None:
@@ -460,8 +439,6 @@ class WolffUpdater:
     # -- dynamics --------------------------------------------------------------------------
     def calibrate(self, sim) -> int:
         """Set :attr:`clusters_per_sweep` from the pilot chain (see :func:`calibrate_clusters_per_sweep`)."""
-        from .. import _array
-
         stream0 = int(_array.to_numpy(sim.streams)[0])
         self.clusters_per_sweep = calibrate_clusters_per_sweep(sim.Lx, sim.Ly, threshold=self.threshold,
                                                                seed=sim.seed, stream=stream0)
@@ -505,7 +482,6 @@ class WolffUpdater:
                 sim._spins, sizes = self.fast(sim._spins, k, steps=sim.steps, threshold=self.threshold,
                                               seed=sim.seed, streams=sim.streams, mean_size=self._mean_hint)
             else:
-                from .. import _array
 
                 spins, new_steps, sizes = wolff_clusters(_array.to_numpy(sim._spins), k, steps=sim.steps,
                                                          threshold=self.threshold, seed=sim.seed,
