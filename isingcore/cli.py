@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -64,8 +65,10 @@ def _add_sample_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--beta", type=_beta, default=defaults["beta"], help="inverse temperature, or 'critical'")
     p.add_argument("--algorithm", choices=ALGORITHMS, default=defaults["algorithm"])
     p.add_argument("--configs", type=_positive_int, default=defaults["configs"], help="configurations per chain")
-    p.add_argument("--spacing", type=_positive_int, default=defaults["spacing"], help="sweeps between stored configurations")
-    p.add_argument("--thermalize", type=_nonneg_int, default=defaults["thermalize"], help="sweeps before the first configuration")
+    p.add_argument("--spacing", type=_positive_int, default=defaults["spacing"],
+                   help="sweeps between stored configurations (default: about tau_int/2 at K_c for the algorithm and size)")
+    p.add_argument("--thermalize", type=_nonneg_int, default=defaults["thermalize"],
+                   help="sweeps before the first configuration (default: 20 tau_int at K_c for the algorithm and size)")
     p.add_argument("--seed", type=_nonneg_int, default=defaults["seed"])
     p.add_argument("--chains", type=_positive_int, default=1, help="independent chains (RNG streams 0..C-1), run as one batch")
     p.add_argument("--backend", default="numpy", help="numpy or cupy")
@@ -74,9 +77,21 @@ def _add_sample_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--out", default=defaults["out"], help="output HDF5 file")
 
 
-SAMPLE_DEFAULTS = dict(size=64, beta="critical", algorithm="metropolis", configs=1000, spacing=10, thermalize=5000,
+SAMPLE_DEFAULTS = dict(size=64, beta="critical", algorithm="wolff", configs=1000, spacing=None, thermalize=None,
                        seed=1, out="ensemble.h5")
 RUN_DEFAULTS = dict(SAMPLE_DEFAULTS, out="isingcore_run.h5", configs=2000)
+
+
+def fill_schedule(args) -> None:
+    """Default thermalisation and spacing from :func:`isingcore.simulation.tau_guess`."""
+    from .simulation import tau_guess
+
+    L = max(args.size) if isinstance(args.size, tuple) else args.size
+    tau = tau_guess(args.algorithm, L)
+    if args.thermalize is None:
+        args.thermalize = int(math.ceil(20 * tau))
+    if args.spacing is None:
+        args.spacing = max(1, int(round(tau / 2)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +124,7 @@ def sample(args, *, overwrite: bool, resume: bool, progress: bool, log=print) ->
     """Run ``isingcore sample`` (also used by ``run``). Returns the output path."""
     import numpy as np
 
+    fill_schedule(args)
     from . import io as iio
     from ._array import to_numpy
     from .simulation import Simulation

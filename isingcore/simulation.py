@@ -79,6 +79,18 @@ UPDATERS["swendsen-wang"] = _lazy_updater("swendsen_wang", "SwendsenWangUpdater"
 ALGORITHMS = tuple(UPDATERS)
 
 
+def tau_guess(algorithm: str, L: int) -> float:
+    """A rough upper estimate of tau_int(m^2) in sweeps at K_c, to choose thermalisation and spacing.
+
+    Local updates: tau ~ 36 (L/32)^z with z = 2.17 for Metropolis (twice that for the heat bath),
+    from the measurements in the README (tools/bench/autocorrelation.py); Wolff and Swendsen-Wang:
+    a few sweeps, growing at most like L^0.3. Away from K_c the true times are shorter.
+    """
+    if algorithm in ("metropolis", "heatbath"):
+        return (36.0 if algorithm == "metropolis" else 72.0) * max(L / 32.0, 0.25) ** 2.17
+    return 3.0 * max(L / 16.0, 1.0) ** 0.3
+
+
 def check_size(size, *, even: bool = True, minimum: int = 2) -> tuple[int, int]:
     """Validate ``size`` (int L or pair (Lx, Ly)) and return (Lx, Ly)."""
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):

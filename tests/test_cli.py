@@ -84,7 +84,8 @@ def test_resume_with_other_parameters_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["sample", "--size", 7], "even"),
+    (["sample", "--size", 7, "--algorithm", "metropolis"], "even"),
+    (["sample", "--size", 7, "--algorithm", "swendsen-wang", "--h", "0.5"], "h"),
     (["sample", "--beta", "-1"], "beta"),
     (["sample", "--beta", "hot"], "beta"),
     (["sample", "--algorithm", "glauber"], "algorithm"),

@@ -24,18 +24,13 @@ import numpy as np
 
 import isingcore
 from isingcore.measure import gamma_method
+from isingcore.simulation import tau_guess
 
-# rough guesses of tau_int(m^2) in sweeps, only to choose thermalisation, spacing and run length
-GUESS = {
-    "metropolis": lambda L: 36.0 * (L / 32) ** 2.17,
-    "heatbath": lambda L: 70.0 * (L / 32) ** 2.17,
-    "wolff": lambda L: 2.0 + 0.4 * math.log(L),
-    "swendsen-wang": lambda L: 2.5 * (L / 16) ** 0.3,
-}
+ALGORITHMS = ("metropolis", "heatbath", "wolff", "swendsen-wang")
 
 
 def measure_tau(algorithm: str, L: int, replicas: int, n_tau: float, seed: int) -> dict:
-    guess = GUESS[algorithm](L)
+    guess = tau_guess(algorithm, L)  # rough, only to choose thermalisation, spacing and run length
     k = max(1, int(guess / 20))  # measurement spacing in sweeps
     n_meas = int(n_tau * guess / k)
     cluster = algorithm in ("wolff", "swendsen-wang")
@@ -75,7 +70,7 @@ def fit_z(rows, key, L_min=32):
 
 
 def table(rows) -> str:
-    algs = sorted({r["algorithm"] for r in rows}, key=list(GUESS).index)
+    algs = sorted({r["algorithm"] for r in rows}, key=ALGORITHMS.index)
     sizes = sorted({r["L"] for r in rows})
     out = ["| algorithm | " + " | ".join(f"L={L}" for L in sizes) + " | z (E) | z (m²) |",
            "|---|" + "---|" * (len(sizes) + 2)]
@@ -95,7 +90,7 @@ def table(rows) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--algorithms", nargs="+", default=list(GUESS))
+    ap.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
     ap.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     ap.add_argument("--replicas", type=int, default=32)
     ap.add_argument("--n-tau", type=float, default=200.0, help="measured length per replica in units of the guessed tau")
