@@ -40,14 +40,10 @@ the cost of the scan: Numba then emits an unpredictable branch instead of a cond
 import numpy as np
 from numba import njit, prange
 
+from .philox import words_into
+
 PURPOSE_SW = 3  # isingcore.random.Purpose.SWENDSEN_WANG
 HALF = np.uint32(1 << 31)
-M0 = np.uint64(0xD2511F53)  # Philox4x32 multipliers and Weyl key increments
-M1 = np.uint64(0xCD9E8D57)
-W0 = 0x9E3779B9
-W1 = 0xBB67AE85
-S32 = np.uint64(32)
-MASK32 = np.uint64(0xFFFFFFFF)
 
 
 U64 = np.uint64
@@ -57,42 +53,11 @@ U64 = np.uint64
 def _words(buf, o0, o1, o2, o3, first, n, step, seed, stream):
     """buf[off + q] = word ``first + q`` (q < n) of (seed, stream, step, SWENDSEN_WANG); off = first & 3.
 
-    Philox4x32-10 (bit-identical to :func:`isingcore.random.philox4x32`) with the block index
-    outermost and the ten rounds unrolled inside, so the state stays in registers and the loop
-    over blocks vectorises (about twice as fast here as the rounds-outer
-    :func:`isingcore.backends.numba_cpu.philox.philox_blocks`, which stores the state after every
-    round); the lanes are written to o0..o3 and then interleaved into ``buf``.
+    The vectorised structure-of-arrays Philox of :mod:`isingcore.backends.numba_cpu.philox`; the
+    lanes go to the scratch arrays o0..o3 and are then interleaved into ``buf``.
     """
-    g0 = first >> 2
-    ng = ((first + n + 3) >> 2) - g0
-    slo = np.uint32(step & MASK32)
-    shi = np.uint32(step >> S32)
-    pu = np.uint32(PURPOSE_SW)
-    for g in range(ng):
-        c0 = np.uint32(g0 + g)
-        c1 = slo
-        c2 = shi
-        c3 = pu
-        for r in range(10):
-            kk0 = np.uint32((seed + r * W0) & 0xFFFFFFFF)
-            kk1 = np.uint32((np.int64(stream) + r * W1) & 0xFFFFFFFF)
-            p0 = np.uint64(c0) * M0
-            p1 = np.uint64(c2) * M1
-            a = np.uint32(p1 >> S32) ^ c1 ^ kk0
-            b = np.uint32(p0 >> S32) ^ c3 ^ kk1
-            c1 = np.uint32(p1)
-            c3 = np.uint32(p0)
-            c0 = a
-            c2 = b
-        o0[g] = c0
-        o1[g] = c1
-        o2[g] = c2
-        o3[g] = c3
-    for g in range(ng):
-        buf[4 * g] = o0[g]
-        buf[4 * g + 1] = o1[g]
-        buf[4 * g + 2] = o2[g]
-        buf[4 * g + 3] = o3[g]
+    ng = ((first + n + 3) >> 2) - (first >> 2)
+    words_into(buf, o0[:ng], o1[:ng], o2[:ng], o3[:ng], first, step, PURPOSE_SW, seed, stream)
 
 
 @njit(inline="always", cache=True)
