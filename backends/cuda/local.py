@@ -50,22 +50,8 @@ import warnings
 
 import numpy as np
 
-try:
-    from numba import cuda
-    from numba.cuda.core import config as _cuda_config
-except Exception as exc:  # numba-cuda missing or broken (any failure means: not usable here)
-    raise ImportError(f"isingcore's CUDA kernels need numba-cuda (pip install numba-cuda): {exc}") from exc
+from ._runtime import SIMULATOR, cuda  # raises ImportError when CUDA cannot run here
 
-SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
-if getattr(cuda, "implementation", "") == "Built-in":  # pragma: no cover - numba without numba-cuda
-    raise ImportError("isingcore's CUDA kernels need numba-cuda, not Numba's deprecated built-in CUDA target")
-if not SIMULATOR:
-    try:
-        _available = cuda.is_available()
-    except Exception as exc:  # pragma: no cover - driver problems
-        raise ImportError(f"numba.cuda cannot use a CUDA device here: {exc}") from exc
-    if not _available:
-        raise ImportError("numba.cuda finds no usable CUDA driver/device (numba.cuda.is_available() is False)")
 
 from isingcore.random import MASK32, Purpose, check_seed  # noqa: E402
 

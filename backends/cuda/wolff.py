@@ -42,13 +42,9 @@ import numbers
 
 import numpy as np
 
-try:
-    from numba import cuda
-    from numba.cuda.core import config as _cuda_config
-except Exception as exc:  # numba-cuda missing or broken
-    raise ImportError(f"isingcore's CUDA kernels need numba-cuda (pip install numba-cuda): {exc}") from exc
+from ._runtime import SIMULATOR, cuda  # raises ImportError when CUDA cannot run here
 
-from .local import SIMULATOR, _configure, _is_cupy  # noqa: E402  (raises ImportError without a device)
+from .local import _configure, _is_cupy  # noqa: E402
 from .philox import stream_block  # noqa: E402
 
 from isingcore.random import Purpose, check_seed  # noqa: E402

@@ -1,0 +1,27 @@
+"""Whether the Numba-CUDA kernels can run here; importing this module raises ImportError if not.
+
+The kernel modules (``local``, ``wolff``, ``swendsen_wang``) import ``cuda`` and ``SIMULATOR`` from
+here, so a machine without numba-cuda or without a CUDA device sees one ImportError, which
+:func:`isingcore._array.fast_kernel` turns into "use the array-API reference". Under the CUDA
+simulator (``NUMBA_ENABLE_CUDASIM=1``) the kernels run on the CPU.
+"""
+
+try:
+    from numba import cuda
+    from numba.cuda.core import config as _cuda_config
+except Exception as exc:  # numba-cuda missing or broken (any failure means: not usable here)
+    raise ImportError(f"isingcore's CUDA kernels need numba-cuda (pip install numba-cuda): {exc}") from exc
+
+#: True when the kernels run under the Numba CUDA simulator
+SIMULATOR = bool(_cuda_config.ENABLE_CUDASIM)
+if getattr(cuda, "implementation", "") == "Built-in":  # pragma: no cover - numba without numba-cuda
+    raise ImportError("isingcore's CUDA kernels need numba-cuda, not Numba's deprecated built-in CUDA target")
+if not SIMULATOR:
+    try:
+        _available = cuda.is_available()
+    except Exception as exc:  # pragma: no cover - driver problems
+        raise ImportError(f"numba.cuda cannot use a CUDA device here: {exc}") from exc
+    if not _available:
+        raise ImportError("numba.cuda finds no usable CUDA driver/device (numba.cuda.is_available() is False)")
+
+__all__ = ["cuda", "SIMULATOR"]
