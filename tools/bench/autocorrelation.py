@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 import isingcore
+from isingcore.measure import format_value_error as fve
 from isingcore.measure import gamma_method
 from isingcore.simulation import tau_guess
 
@@ -78,7 +79,7 @@ def table(rows) -> str:
         cells = []
         for L in sizes:
             r = next((r for r in rows if r["algorithm"] == a and r["L"] == L), None)
-            cells.append("" if r is None else f"{r['tau_E']:.3g}({r['tau_E_err']:.1g}) / {r['tau_m2']:.3g}({r['tau_m2_err']:.1g})")
+            cells.append("" if r is None else f"{fve(r['tau_E'], r['tau_E_err'])} / {fve(r['tau_m2'], r['tau_m2_err'])}")
         zs = []
         for key in ("tau_E", "tau_m2"):
             f = fit_z([r for r in rows if r["algorithm"] == a], key)
