@@ -188,25 +188,36 @@ def grow_cluster(s, Lx, Ly, step, seed, stream, T, stack, bits0, bits1, stamp, l
     return size
 
 
-def _clusters_by_replica(spins, steps, T, seed, streams, sizes, logw):
-    """Replicas in parallel: sizes.shape[1] cluster updates each; sizes[r, k] = size of the k-th."""
+@njit(inline="always", cache=True)
+def _replica_clusters(spins, steps, T, seed, streams, sizes, logw, r):
+    """sizes.shape[1] cluster updates of replica r; sizes[r, k] = size of the k-th."""
     R, Lx, Ly = spins.shape
     N = Lx * Ly
-    n = sizes.shape[1]
     nt = ((N - 1) >> logw) + 1
-    for r in prange(R):
-        s = spins[r].reshape(N)
-        stack = np.empty(N + 1, np.int64)
-        bits0 = np.empty(nt, np.uint64)
-        bits1 = np.empty(nt, np.uint64)
-        stamp = np.full(nt, -1, np.int64)
-        for k in range(n):
-            sizes[r, k] = grow_cluster(s, Lx, Ly, steps[r], seed, streams[r], T, stack, bits0, bits1, stamp, logw)
-            steps[r] += 1
+    s = spins[r].reshape(N)
+    stack = np.empty(N + 1, np.int64)
+    bits0 = np.empty(nt, np.uint64)
+    bits1 = np.empty(nt, np.uint64)
+    stamp = np.full(nt, -1, np.int64)
+    for k in range(sizes.shape[1]):
+        sizes[r, k] = grow_cluster(s, Lx, Ly, steps[r], seed, streams[r], T, stack, bits0, bits1, stamp, logw)
+        steps[r] += 1
 
 
-_clusters_parallel = njit(parallel=True, cache=True)(_clusters_by_replica)
-_clusters_serial = njit(parallel=False, cache=True)(_clusters_by_replica)
+# Two functions, not njit(parallel=True/False) of one: Numba's on-disk cache keys on the Python
+# function, so two compilations of one function would share (and swap) their machine code.
+@njit(parallel=True, cache=True)
+def _clusters_parallel(spins, steps, T, seed, streams, sizes, logw):
+    """Replicas in parallel threads."""
+    for r in prange(spins.shape[0]):
+        _replica_clusters(spins, steps, T, seed, streams, sizes, logw, r)
+
+
+@njit(cache=True)
+def _clusters_serial(spins, steps, T, seed, streams, sizes, logw):
+    """Replicas one after the other on one thread."""
+    for r in range(spins.shape[0]):
+        _replica_clusters(spins, steps, T, seed, streams, sizes, logw, r)
 
 # ------------------------------------------------------------------------------------------
 # method="bits": the lattice as bit boards, 64 sites per word operation
@@ -415,33 +426,42 @@ def grow_cluster_bits(sb, Lx, Ly, step, seed, stream, T, ws, touched, cl, fr, do
     return size
 
 
-def _clusters_bits_by_replica(spins, steps, T, seed, streams, sizes):
-    """Replicas in parallel, bit boards: pack, sizes.shape[1] updates, unpack."""
+@njit(inline="always", cache=True)
+def _replica_clusters_bits(spins, steps, T, seed, streams, sizes, r):
+    """Bit boards for replica r: pack, sizes.shape[1] updates, unpack."""
     R, Lx, Ly = spins.shape
     N = Lx * Ly
     W = (Ly + 63) >> 6
     nw = Lx * W
-    n = sizes.shape[1]
-    for r in prange(R):
-        s = spins[r].reshape(N)
-        sb = np.empty(nw, np.uint64)
-        pack_lattice(s, Lx, Ly, sb)
-        ws = np.empty(nw + 1, np.int64)
-        touched = np.empty(nw + 1, np.int64)
-        cl = np.zeros(nw, np.uint64)
-        fr = np.zeros(nw, np.uint64)
-        down = np.empty(nw, np.uint64)
-        right = np.empty(nw, np.uint64)
-        stamp = np.full(nw, -1, np.int64)
-        for k in range(n):
-            sizes[r, k] = grow_cluster_bits(sb, Lx, Ly, steps[r], seed, streams[r], T, ws, touched, cl, fr, down,
-                                            right, stamp)
-            steps[r] += 1
-        unpack_lattice(sb, Lx, Ly, s)
+    s = spins[r].reshape(N)
+    sb = np.empty(nw, np.uint64)
+    pack_lattice(s, Lx, Ly, sb)
+    ws = np.empty(nw + 1, np.int64)
+    touched = np.empty(nw + 1, np.int64)
+    cl = np.zeros(nw, np.uint64)
+    fr = np.zeros(nw, np.uint64)
+    down = np.empty(nw, np.uint64)
+    right = np.empty(nw, np.uint64)
+    stamp = np.full(nw, -1, np.int64)
+    for k in range(sizes.shape[1]):
+        sizes[r, k] = grow_cluster_bits(sb, Lx, Ly, steps[r], seed, streams[r], T, ws, touched, cl, fr, down,
+                                        right, stamp)
+        steps[r] += 1
+    unpack_lattice(sb, Lx, Ly, s)
 
 
-_clusters_bits_parallel = njit(parallel=True, cache=True)(_clusters_bits_by_replica)
-_clusters_bits_serial = njit(parallel=False, cache=True)(_clusters_bits_by_replica)
+@njit(parallel=True, cache=True)
+def _clusters_bits_parallel(spins, steps, T, seed, streams, sizes):
+    """Replicas in parallel threads, bit boards."""
+    for r in prange(spins.shape[0]):
+        _replica_clusters_bits(spins, steps, T, seed, streams, sizes, r)
+
+
+@njit(cache=True)
+def _clusters_bits_serial(spins, steps, T, seed, streams, sizes):
+    """Replicas one after the other, bit boards."""
+    for r in range(spins.shape[0]):
+        _replica_clusters_bits(spins, steps, T, seed, streams, sizes, r)
 
 
 #: below this many expected flipped spins per call, one thread does all the work: a parallel
