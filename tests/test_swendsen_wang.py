@@ -22,6 +22,7 @@ import array_api_compat.numpy as xnp
 import array_api_strict as xps
 import numpy as np
 import pytest
+from cuda_testing import assert_import_is_importerror_without_device, compile_ptx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -590,23 +591,10 @@ def test_cuda_kernels_statistics_under_simulator():
 
 def test_cuda_module_without_device_is_importerror():
     """Simulation detects a missing CUDA setup by ImportError (then uses the reference on CuPy)."""
-    try:
-        from numba import cuda
-    except ImportError:
-        cuda = None
-    if cuda is not None and cuda.is_available():
-        pytest.skip("a CUDA device is available here")
-    sys.modules.pop("isingcore.backends.cuda.swendsen_wang", None)
-    with pytest.raises(ImportError):
-        import isingcore.backends.cuda.swendsen_wang  # noqa: F401
+    assert_import_is_importerror_without_device("isingcore.backends.cuda.swendsen_wang")
 
 
-PTX_SCRIPT = textwrap.dedent(
-    r"""
-    import json, warnings
-    warnings.simplefilter("ignore")
-    from numba import cuda, types as T
-    cuda.is_available = lambda: True  # compile only: no device needed
+PTX_SIGS = r"""
     from isingcore.backends.cuda import swendsen_wang as G
     i8, u8, i32, u32a, u64a, i64, u32 = (T.int8[::1], T.uint8[::1], T.int32[::1], T.uint32[::1], T.uint64[::1],
                                          T.int64, T.uint32)
@@ -617,34 +605,13 @@ PTX_SCRIPT = textwrap.dedent(
         "roots": (G._roots_kernel, (i32, i32, i64)),
         "flip": (G._flip_kernel, (i8, i32, i32, i64, u32, u32a, u64a, i64, T.float64[:, :, ::1])),
     }
-    out = {}
-    for name, (k, sig) in sigs.items():
-        try:
-            out[name], _ = cuda.compile_ptx(k.py_func, sig, cc=(9, 0))
-        except Exception as exc:
-            msg = f"{type(exc).__name__}: {exc}"
-            if any(s in msg.lower() for s in ("nvvm", "nvrtc", "libdevice", "dynamiclibnotfound")):
-                print(json.dumps({"skip": msg[:300]}))
-                raise SystemExit(0)
-            raise
-    print(json.dumps(out))
     """
-)
 
 
 def test_cuda_kernels_compile_for_sm90():
     """The kernels type-check and lower to PTX for sm_90 (the simulator does not type-check):
     Philox with 32-bit high multiplies, float64 only in the flip kernel's sums of cluster sizes."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    proc = subprocess.run([sys.executable, "-c", PTX_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        if "ImportError" in proc.stderr or "ModuleNotFoundError" in proc.stderr:
-            pytest.skip(f"numba-cuda is not usable here: {proc.stderr.strip().splitlines()[-1]}")
-        pytest.fail(proc.stderr[-4000:])
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    if "skip" in res:
-        pytest.skip(f"no NVVM/NVRTC to compile with: {res['skip']}")
+    res = compile_ptx(PTX_SIGS)
     for name in ("local", "boundary", "roots"):
         assert ".f64" not in res[name], f"{name}: float64 in the kernel"
     for name in ("local", "flip"):

@@ -24,6 +24,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from cuda_testing import compile_ptx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -662,12 +663,7 @@ def test_cuda_simulator_distribution_from_cold_start(tmp_path_factory):
     assert wrong < 1e-6
 
 
-PTX_SCRIPT = textwrap.dedent(
-    r"""
-    import json, warnings
-    warnings.simplefilter("ignore")
-    from numba import cuda, types as T
-    cuda.is_available = lambda: True  # compile only: no device needed
+PTX_SIGS = r"""
     from isingcore.backends.cuda import wolff as G
     i8, i32, i64, u32, u8 = T.int8[::1], T.int32[::1], T.int64[::1], T.uint32[::1], T.uint8[::1]
     I64, U32 = T.int64, T.uint32
@@ -681,34 +677,12 @@ PTX_SCRIPT = textwrap.dedent(
         "flip": (G._flip_kernel, (i8, i32, I64, i64, i32, i64)),
         "book": (G._book_kernel, (i64, i64, i32, I64, I64)),
     }
-    out = {}
-    for name, (k, sig) in sigs.items():
-        try:
-            ptx, _ = cuda.compile_ptx(k.py_func, sig, cc=(9, 0))
-        except Exception as exc:
-            msg = f"{type(exc).__name__}: {exc}"
-            if any(s in msg.lower() for s in ("nvvm", "nvrtc", "libdevice", "dynamiclibnotfound")):
-                print(json.dumps({"skip": msg[:300]}))
-                raise SystemExit(0)
-            raise
-        out[name] = ptx
-    print(json.dumps(out))
     """
-)
 
 
 def test_cuda_kernels_compile_without_float64():
     """Lower every Wolff kernel to PTX (sm_90): it compiles, has no float64, and Philox uses mul.hi.u32."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    env.pop("NUMBA_ENABLE_CUDASIM", None)
-    proc = subprocess.run([sys.executable, "-c", PTX_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        if "ImportError" in proc.stderr or "ModuleNotFoundError" in proc.stderr:
-            pytest.skip(f"numba-cuda is not usable here: {proc.stderr.strip().splitlines()[-1]}")
-        pytest.fail(proc.stderr[-4000:])
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    if "skip" in res:
-        pytest.skip(f"no NVVM/NVRTC to compile with: {res['skip']}")
+    res = compile_ptx(PTX_SIGS)
     for name, ptx in res.items():
         assert ".f64" not in ptx, f"{name}: float64 in the kernel"
         if name in ("block", "seed", "bonds"):
