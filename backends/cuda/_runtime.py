@@ -24,4 +24,22 @@ if not SIMULATOR:
     if not _available:
         raise ImportError("numba.cuda finds no usable CUDA driver/device (numba.cuda.is_available() is False)")
 
-__all__ = ["cuda", "SIMULATOR"]
+
+
+def configure(kernel, grid, block, stream):
+    """``kernel[grid, block, stream]`` without Numba's low-occupancy warning (small lattices are fine)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*under-utilization.*")
+        if SIMULATOR:
+            return kernel[grid, block]
+        return kernel[grid, block, stream]
+
+
+def is_cupy(x) -> bool:
+    """Whether ``x`` is a CuPy array (checked without importing CuPy)."""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+__all__ = ["cuda", "SIMULATOR", "configure", "is_cupy"]

@@ -46,11 +46,12 @@ wrap-around to every signed index, and mixing uint64 with int64 arithmetic gives
 from __future__ import annotations
 
 import numbers
-import warnings
 
 import numpy as np
 
 from ._runtime import SIMULATOR, cuda  # raises ImportError when CUDA cannot run here
+from ._runtime import configure as _configure
+from ._runtime import is_cupy as _is_cupy
 
 
 from isingcore.random import MASK32, Purpose, check_seed  # noqa: E402
@@ -253,15 +254,6 @@ def _merge_kernel(a, b, spins, half):
 # ------------------------------------------------------------------------------------------
 # host side
 # ------------------------------------------------------------------------------------------
-def _configure(kernel, grid, block, stream):
-    """``kernel[grid, block, stream]`` without Numba's low-occupancy warning (small lattices are fine)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*under-utilization.*")
-        if SIMULATOR:
-            return kernel[grid, block]
-        return kernel[grid, block, stream]
-
-
 def _threads(n):
     """Threads per block for n work items: at most TPB, whole warps, at least 10 (for the thresholds);
     under the simulator, which runs every thread as a Python thread, as few as possible."""
@@ -351,10 +343,6 @@ def _run(d_spins, a, b, d_thr, d_streams, n_half, step, seed, stream, method):
             launch(act, oth, Lx64, row64, ng64, d_thr, seed32, d_streams,
                    np.uint32(t & MASK32), np.uint32(t >> 32), np.int64(colour))
     merge_sublattices(a, b, d_spins, stream)
-
-
-def _is_cupy(x) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
 
 
 def _device_input(x, dtype, name, stream):

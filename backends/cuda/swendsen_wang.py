@@ -47,11 +47,12 @@ no GPU on the development machine; the kernels are tested bit for bit under the 
 from __future__ import annotations
 
 import numbers
-import warnings
 
 import numpy as np
 
 from ._runtime import SIMULATOR, cuda  # raises ImportError when CUDA cannot run here
+from ._runtime import configure as _configure
+from ._runtime import is_cupy as _is_cupy
 
 
 from isingcore.random import Purpose, check_seed  # noqa: E402
@@ -286,14 +287,6 @@ def _flip_kernel(spins, labels, counts, N, seed, streams, steps, t, sums):
 # ------------------------------------------------------------------------------------------
 # host side
 # ------------------------------------------------------------------------------------------
-def _configure(kernel, grid, block, stream):
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*under-utilization.*")
-        if SIMULATOR:
-            return kernel[grid, block]
-        return kernel[grid, block, stream]
-
-
 def _run(d_spins, R, Lx, Ly, d_steps, T, seed, d_streams, n, tile, scratch, d_sums, stream):
     """n updates on device arrays (NumPy arrays under the simulator); spins updated in place."""
     K = kernels(tile)
@@ -347,10 +340,6 @@ def _moments(sums, N):
     nn = float(N) * float(N)
     m2 = S2 / nn
     return m2, 3.0 * m2 * m2 - 2.0 * (S4 / nn) / nn
-
-
-def _is_cupy(x) -> bool:
-    return type(x).__module__.split(".")[0] == "cupy"
 
 
 def swendsen_wang_sweeps(spins, n_updates, *, steps, threshold, seed, streams, record=True, tile=None):

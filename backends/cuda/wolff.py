@@ -43,8 +43,9 @@ import numbers
 import numpy as np
 
 from ._runtime import SIMULATOR, cuda  # raises ImportError when CUDA cannot run here
+from ._runtime import configure as _configure
+from ._runtime import is_cupy as _is_cupy
 
-from .local import _configure, _is_cupy  # noqa: E402
 from .philox import stream_block  # noqa: E402
 
 from isingcore.random import Purpose, check_seed  # noqa: E402
