@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--purpose", default="training data for inverse-RG upscalers",
+                   help="free text stored in the file (e.g. 'cluster-MC reference')")
     a = p.parse_args(argv)
     if a.configs % a.chains:
         p.error(f"--configs ({a.configs}) must be a multiple of --chains ({a.chains})")
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
     attrs = dict(algorithm=a.algorithm, beta=sim.beta, J=1.0, h=0.0, Lx=a.size, Ly=a.size, seed=a.seed,
                  thermalization=int(math.ceil(20 * tau_guess(a.algorithm, a.size))) + a.pilot + thermalize,
                  spacing=spacing, backend="numpy",
-                 extra=dict(purpose="training data for inverse-RG upscalers", chains=a.chains,
+                 extra=dict(purpose=a.purpose, chains=a.chains,
                             configs_per_chain=per_chain, pilot_sweeps=a.pilot, **{k: float(v) for k, v in tau.items()},
                             command="python tools/make_training_data.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                             isingcore_version=isingcore.__version__))
