@@ -110,9 +110,9 @@ def _update_site(act, oth, base, i, m, Lx, half, colour, word, thr):
 
 
 @cuda.jit(device=True, inline="always")
-def _group_generic(act, oth, r, g, Lx, half, colour, slo, shi, seed, stream, thr):
+def _group_generic(act, oth, r, g, Lx, half, colour, slo, shi, seed, stream, thr, purpose):
     """Sites k = 4g .. 4g+3 (flat sublattice index of replica r; may straddle rows, may be partial)."""
-    w0, w1, w2, w3 = stream_block(g, slo, shi, PURPOSE_LOCAL, seed, stream)
+    w0, w1, w2, w3 = stream_block(g, slo, shi, purpose, seed, stream)
     base = r * Lx * half
     k = 4 * g
     i = np.int64(np.uint64(k) // np.uint64(half))  # row and column of site k (unsigned division is
@@ -129,14 +129,14 @@ def _group_generic(act, oth, r, g, Lx, half, colour, slo, shi, seed, stream, thr
 
 
 @cuda.jit(device=True, inline="always")
-def _group_packed(act, oth, r, g, Lx, nw, colour, slo, shi, seed, stream, thr):
+def _group_packed(act, oth, r, g, Lx, nw, colour, slo, shi, seed, stream, thr, purpose):
     """Word g = i*nw + j of the uint32 views (half = 4*nw): sites 4g .. 4g+3 are its bytes 0..3.
 
     A spin byte is 0x01 (+1) or 0xFF (-1); its bit 7 is 1 for -1. Per byte q the number of -1
     neighbours ``cnt`` (0..4) is a sum of bit-7 extracts of four words, so n = 4 - 2 cnt,
     n_index = 4 - cnt and the threshold index is ``5*s_index + n_index = 9 - 5*neg - cnt``.
     """
-    w0, w1, w2, w3 = stream_block(g, slo, shi, PURPOSE_LOCAL, seed, stream)
+    w0, w1, w2, w3 = stream_block(g, slo, shi, purpose, seed, stream)
     base = r * Lx * nw
     i = np.int64(np.uint64(g) // np.uint64(nw))  # row i, word j of the row
     j = g - i * nw
@@ -173,7 +173,10 @@ def _group_packed(act, oth, r, g, Lx, nw, colour, slo, shi, seed, stream, thr):
 # ------------------------------------------------------------------------------------------
 # kernels
 # ------------------------------------------------------------------------------------------
-def _make_grid_kernel(group):
+def _make_grid_kernel(group, purpose=PURPOSE_LOCAL):
+    """Grid kernel over ``group``; ``purpose`` (counter word 3) is a compile-time constant."""
+    purpose = np.uint32(purpose)
+
     @cuda.jit
     def kernel(act, oth, Lx, row_len, n_groups, thresholds, seed, streams, slo, shi, colour):
         """One half-sweep: thread (x, y) -> group g of replica r = y, y + gridDim.y, ..."""
@@ -183,13 +186,16 @@ def _make_grid_kernel(group):
         if g < n_groups:
             r = np.int64(cuda.blockIdx.y)
             while r < R:  # (a while loop: range() with a step computes a trip count by division)
-                group(act, oth, r, g, Lx, row_len, colour, slo, shi, seed, streams[r], thr)
+                group(act, oth, r, g, Lx, row_len, colour, slo, shi, seed, streams[r], thr, purpose)
                 r += np.int64(cuda.gridDim.y)
 
     return kernel
 
 
-def _make_block_kernel(group):
+def _make_block_kernel(group, purpose=PURPOSE_LOCAL):
+    """Block kernel over ``group``; ``purpose`` (counter word 3) is a compile-time constant."""
+    purpose = np.uint32(purpose)
+
     @cuda.jit
     def kernel(a, b, Lx, row_len, n_groups, thresholds, seed, streams, step0, n_half):
         """All half-sweeps: block x -> replicas x, x + gridDim.x, ...; threads loop over groups."""
@@ -207,7 +213,7 @@ def _make_block_kernel(group):
                 oth = b if colour == 0 else a
                 g = np.int64(cuda.threadIdx.x)
                 while g < n_groups:
-                    group(act, oth, r, g, Lx, row_len, colour, slo, shi, seed, stream, thr)
+                    group(act, oth, r, g, Lx, row_len, colour, slo, shi, seed, stream, thr, purpose)
                     g += np.int64(cuda.blockDim.x)
                 cuda.syncthreads()  # the next half-sweep reads what this one wrote
             r += np.int64(cuda.gridDim.x)
@@ -219,6 +225,15 @@ _grid_generic = _make_grid_kernel(_group_generic)
 _grid_packed = _make_grid_kernel(_group_packed)
 _block_generic = _make_block_kernel(_group_generic)
 _block_packed = _make_block_kernel(_group_packed)
+_KERNELS = {PURPOSE_LOCAL: (_grid_generic, _grid_packed, _block_generic, _block_packed)}
+
+
+def _kernels(purpose: int):
+    """(grid generic, grid packed, block generic, block packed) for a counter word 3, compiled on first use."""
+    if purpose not in _KERNELS:
+        _KERNELS[purpose] = (_make_grid_kernel(_group_generic, purpose), _make_grid_kernel(_group_packed, purpose),
+                             _make_block_kernel(_group_generic, purpose), _make_block_kernel(_group_packed, purpose))
+    return _KERNELS[purpose]
 
 
 @cuda.jit
@@ -312,7 +327,7 @@ def choose_method(Lx: int, Ly: int, replicas: int) -> str:
     return "block" if Lx * (Ly // 2) <= BLOCK_MAX_SITES else "grid"
 
 
-def _run(d_spins, a, b, d_thr, d_streams, n_half, step, seed, stream, method):
+def _run(d_spins, a, b, d_thr, d_streams, n_half, step, seed, stream, method, purpose=PURPOSE_LOCAL):
     """All half-sweeps on device arrays (NumPy arrays under the simulator); updates d_spins in place.
 
     ``a``, ``b``: scratch (R, Lx, Ly/2) int8 arrays for the sublattices.
@@ -329,12 +344,13 @@ def _run(d_spins, a, b, d_thr, d_streams, n_half, step, seed, stream, method):
         n_groups = (Lx * half + 3) // 4
     seed32 = np.uint32(seed)
     Lx64, row64, ng64 = np.int64(Lx), np.int64(row_len), np.int64(n_groups)
+    grid_generic, grid_packed, block_generic, block_packed = _kernels(purpose)
     if method == "block":
-        kernel = _block_packed if packed else _block_generic
+        kernel = block_packed if packed else block_generic
         _configure(kernel, R, _block_threads(n_groups, R), stream)(fa, fb, Lx64, row64, ng64, d_thr, seed32, d_streams,
                                                          np.uint64(step), np.int64(n_half))
     else:
-        kernel = _grid_packed if packed else _grid_generic
+        kernel = grid_packed if packed else grid_generic
         tpb = _threads(n_groups)
         launch = _configure(kernel, ((n_groups + tpb - 1) // tpb, min(R, MAX_GRID_Y)), tpb, stream)
         for t in range(step, step + n_half):
@@ -355,7 +371,8 @@ def _device_input(x, dtype, name, stream):
     return cuda.to_device(np.ascontiguousarray(x, dtype=dtype), stream=stream)
 
 
-def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, method: str = "auto"):
+def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, method: str = "auto",
+                        purpose: int = PURPOSE_LOCAL):
     """Fused GPU counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps`.
 
     ``spins``: int8 +-1, shape (R, Lx, Ly) with Lx, Ly even: a CuPy array (the work stays on the
@@ -364,7 +381,8 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
     back; under the simulator NumPy arrays are used directly).
     ``thresholds``: int64 (10,) from :func:`isingcore.mcmc.local.flip_thresholds` (NumPy or device);
     ``streams``: uint32 (R,). Half-sweep ``t`` in ``step .. step + n_half_steps - 1`` updates colour
-    ``t % 2`` with the words of ``(seed, streams[r], t, Purpose.LOCAL)``.
+    ``t % 2`` with the words of ``(seed, streams[r], t, purpose)``; ``purpose`` is counter word 3
+    (:class:`isingcore.random.Purpose`, default ``LOCAL``; the inverse-RG refinement uses ``REFINE``).
 
     Updates ``spins`` in place when it is C-contiguous (else a contiguous copy; CuPy and NumPy
     only) and returns it. ``method``: "auto" (:func:`choose_method`), "grid" (one launch per
@@ -377,6 +395,9 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
         raise ValueError(f"step must be a non-negative integer, got {step!r}")
     n_half, step = int(n_half_steps), int(step)
+    purpose = int(purpose)
+    if not 0 <= purpose < 1 << 32:
+        raise ValueError(f"purpose must be in [0, 2**32), got {purpose}")
     if step + n_half > 1 << 64:
         raise ValueError("step + n_half_steps must not exceed 2**64")
     seed = check_seed(seed)
@@ -401,7 +422,7 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
         out = np.ascontiguousarray(spins)
         _run(out, np.empty(shape_sub, np.int8), np.empty(shape_sub, np.int8),
              np.ascontiguousarray(thresholds, dtype=np.int64), np.ascontiguousarray(streams, dtype=np.uint32),
-             n_half, step, seed, 0, method)
+             n_half, step, seed, 0, method, purpose)
         return out
 
     if _is_cupy(spins):
@@ -416,7 +437,7 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
                 out, cupy.empty(shape_sub, cupy.int8), cupy.empty(shape_sub, cupy.int8),
                 cupy.ascontiguousarray(cupy.asarray(thresholds, dtype=cupy.int64)),
                 cupy.ascontiguousarray(cupy.asarray(streams, dtype=cupy.uint32)))]
-            _run(*dev, n_half, step, seed, stream, method)
+            _run(*dev, n_half, step, seed, stream, method, purpose)
         return out
 
     stream = cuda.default_stream()
@@ -428,7 +449,7 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
         d_spins = cuda.to_device(host, stream=stream)
     _run(d_spins, _empty(shape_sub, np.int8, stream), _empty(shape_sub, np.int8, stream),
          _device_input(thresholds, np.int64, "thresholds", stream), _device_input(streams, np.uint32, "streams", stream),
-         n_half, step, seed, stream, method)
+         n_half, step, seed, stream, method, purpose)
     if host is not None:
         d_spins.copy_to_host(host, stream=stream)
         stream.synchronize()

@@ -13,7 +13,7 @@ from numba import njit, prange
 
 from .philox import words_into
 
-PURPOSE_LOCAL = 1  # isingcore.random.Purpose.LOCAL
+PURPOSE_LOCAL = 1  # isingcore.random.Purpose.LOCAL: the default counter word 3 (``purpose``)
 
 
 @njit(cache=True)
@@ -99,7 +99,7 @@ def _update_row(act, up, dn, row, side, buf, off, thr, symmetric):
 
 
 @njit(inline="always", cache=True)
-def _half_sweep_row(a, b, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf):
+def _half_sweep_row(a, b, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose):
     """Update the active sites of row i of replica r in half-sweep ``step`` (colour ``colour``)."""
     Lx = a.shape[1]
     half = a.shape[2]
@@ -111,7 +111,7 @@ def _half_sweep_row(a, b, r, i, colour, step, thr, seed, stream, symmetric, c0, 
         oth = a[r]
     h0 = i * half
     ng = ((h0 + half + 3) >> 2) - (h0 >> 2)
-    words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], h0, step, PURPOSE_LOCAL, seed, stream)
+    words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], h0, step, purpose, seed, stream)
     up, dn, row, off = oth[(i - 1 + Lx) % Lx], oth[(i + 1) % Lx], oth[i], h0 - 4 * (h0 >> 2)
     # the row's first active site has j = (i + colour) & 1: side neighbour at m-1 (j = 0) or m+1.
     # Two inlined copies with a literal offset: LLVM vectorises only a constant stride.
@@ -130,7 +130,7 @@ def _is_symmetric(thr):
 
 
 @njit(parallel=True, cache=True)
-def _sweeps_parallel_rows(a, b, thr, seed, streams, step0, n_half):
+def _sweeps_parallel_rows(a, b, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
     """Threads over rows (and replicas) inside each half-sweep: for a few large lattices."""
     R, Lx, half = a.shape
     rows = R * Lx
@@ -149,22 +149,22 @@ def _sweeps_parallel_rows(a, b, thr, seed, streams, step0, n_half):
             for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
                 r = rr // Lx
                 _half_sweep_row(a, b, r, rr - r * Lx, colour, step, thr, seed, streams[r], symmetric,
-                                c0, c1, c2, c3, buf)
+                                c0, c1, c2, c3, buf, purpose)
 
 
 @njit(inline="always", cache=True)
-def _replica_half_sweeps(a, b, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf):
+def _replica_half_sweeps(a, b, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose):
     """All ``n_half`` half-sweeps of replica r."""
     Lx = a.shape[1]
     for t in range(n_half):
         step = np.uint64(step0) + np.uint64(t)
         colour = np.int64(step & np.uint64(1))
         for i in range(Lx):
-            _half_sweep_row(a, b, r, i, colour, step, thr, seed, streams[r], symmetric, c0, c1, c2, c3, buf)
+            _half_sweep_row(a, b, r, i, colour, step, thr, seed, streams[r], symmetric, c0, c1, c2, c3, buf, purpose)
 
 
 @njit(parallel=True, cache=True)
-def _sweeps_parallel_replicas(a, b, thr, seed, streams, step0, n_half):
+def _sweeps_parallel_replicas(a, b, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
     """Threads over replicas, all half-sweeps of a replica in one go: one barrier per call."""
     R, Lx, half = a.shape
     ngmax = (half + 6) // 4 + 1
@@ -175,13 +175,13 @@ def _sweeps_parallel_replicas(a, b, thr, seed, streams, step0, n_half):
         c2 = np.empty(ngmax, np.uint32)
         c3 = np.empty(ngmax, np.uint32)
         buf = np.empty(4 * ngmax, np.uint32)
-        _replica_half_sweeps(a, b, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf)
+        _replica_half_sweeps(a, b, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
 
 
 # A separate function, not njit(parallel=False) of the one above: Numba's on-disk cache keys on
 # the Python function, so two compilations of one function would share (and swap) machine code.
 @njit(cache=True)
-def _sweeps_serial(a, b, thr, seed, streams, step0, n_half):
+def _sweeps_serial(a, b, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
     """One thread, replica after replica."""
     R, Lx, half = a.shape
     ngmax = (half + 6) // 4 + 1
@@ -192,7 +192,7 @@ def _sweeps_serial(a, b, thr, seed, streams, step0, n_half):
     c3 = np.empty(ngmax, np.uint32)
     buf = np.empty(4 * ngmax, np.uint32)
     for r in range(R):
-        _replica_half_sweeps(a, b, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf)
+        _replica_half_sweeps(a, b, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
 
 
 #: below this many sites per half-sweep, one thread does all the work (a parallel region's
@@ -213,11 +213,17 @@ def choose_driver(R: int, Lx: int, Ly: int, n_threads: int | None = None):
     return _sweeps_parallel_rows
 
 
-def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams):
-    """Fused counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps` (in place on NumPy int8)."""
+def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, purpose=PURPOSE_LOCAL):
+    """Fused counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps` (in place on NumPy int8).
+
+    ``purpose``: counter word 3 of the random words (``isingcore.random.Purpose``; default LOCAL).
+    """
+    purpose = int(purpose)
+    if not 0 <= purpose < 1 << 32:
+        raise ValueError(f"purpose must be in [0, 2**32), got {purpose}")
     a, b = split_sublattices(spins)
     driver = choose_driver(*spins.shape)
     driver(a, b, np.ascontiguousarray(thresholds, dtype=np.int64), np.int64(seed),
-           np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), int(n_half_steps))
+           np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), int(n_half_steps), np.int64(purpose))
     merge_sublattices(a, b, spins)
     return spins

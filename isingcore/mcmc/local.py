@@ -17,6 +17,7 @@ the four neighbours and dE = 2 s_i (J n_i + h) the energy change of the flip:
 
 Random numbers (see :mod:`isingcore.random`): site (i, j) of the active colour uses word
 ``k = (i * Ly + j) // 2`` of the stream ``(seed, stream=replica's stream, step=t, Purpose.LOCAL)``
+(another purpose on request: the refinement sweeps of inverse-RG upscaling use ``Purpose.REFINE``)
 and flips iff ``word < T[s_i, n_i]`` with the integer thresholds of :func:`flip_thresholds`.
 The fused kernels in ``isingcore.backends`` follow exactly this rule and are tested bit for bit
 against :func:`checkerboard_half_sweep`.
@@ -87,11 +88,14 @@ def neighbour_sum(spins, xp):
     return xp.roll(s, 1, axis=-2) + xp.roll(s, -1, axis=-2) + xp.roll(s, 1, axis=-1) + xp.roll(s, -1, axis=-1)
 
 
-def checkerboard_half_sweep(spins, *, step: int, thresholds, seed: int, streams, xp=None):
+def checkerboard_half_sweep(spins, *, step: int, thresholds, seed: int, streams, xp=None,
+                            purpose: int = rng.Purpose.LOCAL):
     """One half-sweep (colour ``step % 2``) of the reference sampler; returns the new spins.
 
     ``spins``: int8 (R, Lx, Ly); ``thresholds``: from :func:`flip_thresholds` (any array
-    namespace or NumPy); ``streams``: uint32 (R,) stream index of each replica.
+    namespace or NumPy); ``streams``: uint32 (R,) stream index of each replica. ``purpose``: counter
+    word 3 of the random words (:class:`isingcore.random.Purpose`); ``LOCAL`` for Monte Carlo,
+    ``REFINE`` for the refinement sweeps of inverse-RG upscaling (:mod:`isingcore.rg.upscale`).
     """
     if xp is None:
         from .._array import get_namespace
@@ -103,15 +107,20 @@ def checkerboard_half_sweep(spins, *, step: int, thresholds, seed: int, streams,
     s32 = xp.astype(spins, xp.int32)
     idx = ((s32 + 1) // 2) * 5 + (neighbour_sum(spins, xp) + 4) // 2
     T = xp.reshape(xp.take(thr, xp.reshape(idx, (-1,))), (R, Lx, Ly))
-    words = site_words(Lx, Ly, seed=seed, streams=streams, step=step, purpose=rng.Purpose.LOCAL, xp=xp)
+    words = site_words(Lx, Ly, seed=seed, streams=streams, step=step, purpose=int(purpose), xp=xp)
     flip = colour_mask(Lx, Ly, colour, xp) & (xp.astype(words, xp.int64) < T)
     return xp.where(flip, -spins, spins)
 
 
-def checkerboard_sweeps(spins, n_half_steps: int, *, step: int, thresholds, seed: int, streams, xp=None):
-    """``n_half_steps`` half-sweeps starting at RNG step ``step``; returns the new spins."""
+def checkerboard_sweeps(spins, n_half_steps: int, *, step: int, thresholds, seed: int, streams, xp=None,
+                        purpose: int = rng.Purpose.LOCAL):
+    """``n_half_steps`` half-sweeps starting at RNG step ``step``; returns the new spins.
+
+    ``purpose``: counter word 3 of the random words (default ``Purpose.LOCAL``).
+    """
     for t in range(step, step + n_half_steps):
-        spins = checkerboard_half_sweep(spins, step=t, thresholds=thresholds, seed=seed, streams=streams, xp=xp)
+        spins = checkerboard_half_sweep(spins, step=t, thresholds=thresholds, seed=seed, streams=streams, xp=xp,
+                                        purpose=purpose)
     return spins
 
 
