@@ -56,7 +56,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from isingcore.rg.train.training import TrainConfig, plot_loss_curve, save_checkpoint, train
+    from isingcore.rg.train.training import (
+        TrainConfig,
+        plot_loss_curve,
+        save_checkpoint,
+        train,
+    )
 
     cfg = TrainConfig(family=args.family, kernel_size=args.kernel_size, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,

@@ -26,16 +26,16 @@ from .training import (
 __all__ = [
     "ECMK",
     "MinimalUpscaler",
-    "build_model",
     "TrainConfig",
     "TrainingData",
-    "train",
-    "load_ensembles",
-    "save_checkpoint",
+    "build_model",
+    "export_onnx",
     "load_checkpoint",
+    "load_ensembles",
     "model_from_checkpoint",
     "plot_loss_curve",
-    "export_onnx",
+    "save_checkpoint",
+    "train",
 ]
 
 

@@ -26,8 +26,16 @@ import torch
 
 from .training import load_checkpoint, model_from_checkpoint
 
-__all__ = ["ExportCheckError", "FORMAT", "OPSET", "IR_VERSION", "build_onnx_model", "onnx_metadata",
-           "check_onnx_model", "export_onnx"]
+__all__ = [
+    "FORMAT",
+    "IR_VERSION",
+    "OPSET",
+    "ExportCheckError",
+    "build_onnx_model",
+    "check_onnx_model",
+    "export_onnx",
+    "onnx_metadata",
+]
 
 FORMAT = "upscaler-v1"
 OPSET = 17

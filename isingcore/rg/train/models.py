@@ -44,14 +44,14 @@ from torch import nn
 
 __all__ = [
     "D4",
-    "d4_elements",
-    "lattice_transform",
-    "d4_gather_index",
-    "d4_orbits",
-    "naive_symmetrize",
     "ECMK",
     "MinimalUpscaler",
     "build_model",
+    "d4_elements",
+    "d4_gather_index",
+    "d4_orbits",
+    "lattice_transform",
+    "naive_symmetrize",
 ]
 
 #: The 8 elements of D4 as integer matrices acting on column vectors (x, y): identity, rotations

@@ -65,20 +65,20 @@ from ...constants import BETA_C, NN_CORRELATION_C
 from .models import build_model
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "TrainConfig",
     "TrainingData",
-    "file_sha256",
-    "load_ensembles",
+    "c10_target_value",
     "coarse_inputs",
     "ecmk_loss",
-    "nll_per_configuration",
-    "c10_target_value",
-    "train",
-    "save_checkpoint",
+    "file_sha256",
     "load_checkpoint",
+    "load_ensembles",
     "model_from_checkpoint",
+    "nll_per_configuration",
     "plot_loss_curve",
-    "CHECKPOINT_FORMAT",
+    "save_checkpoint",
+    "train",
 ]
 
 CHECKPOINT_FORMAT = "isingcore-upscaler-checkpoint-v1"
@@ -405,7 +405,7 @@ def train(data, config: TrainConfig | None = None, *, beta: float | None = None,
         "loss_curve": curve,
         "final": {"split": "validation" if split == "val" else "train", "loss": final_loss, "terms": final_terms},
         "command": command if command is not None else f"isingcore.rg.train.train(config={cfg!r})",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "isingcore_version": isingcore.__version__,
         "torch_version": str(torch.__version__),
     }
