@@ -50,6 +50,7 @@ def parse_args(argv=None):
     ap.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of the data")
     ap.add_argument("--out", required=True, metavar="CHECKPOINT.pt")
     ap.add_argument("--loss-png", default=None, metavar="FILE.png", help="plot the loss curve")
+    ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (needs a CUDA build of torch)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap.parse_args(argv)
 
@@ -66,7 +67,8 @@ def main(argv=None):
     cfg = TrainConfig(family=args.family, kernel_size=args.kernel_size, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                       gamma=args.gamma, c10_target=args.c10_target, trained_on=args.trained_on,
-                      weighted=args.weighted, val_fraction=args.val_fraction, progress=not args.no_progress)
+                      weighted=args.weighted, val_fraction=args.val_fraction, progress=not args.no_progress,
+                      device=args.device)
     words = sys.argv if argv is None else [sys.argv[0], *argv]
     command = "python " + shlex.join(words)
     try:

@@ -102,6 +102,7 @@ class TrainConfig:
     weighted: bool = False  #: minimal: tie weights 2^(-n_ties), normalised per batch
     val_fraction: float = 0.1
     progress: bool = True  #: tqdm progress bar
+    device: str = "cpu"  #: torch device of the model and the batches (the data stays on the host)
 
     def resolved(self) -> TrainConfig:
         """A copy with defaults filled in and every field checked (``ValueError`` names the field)."""
@@ -273,6 +274,7 @@ def _minimal_loss(h, fine, logw, weighted: bool):
 class _Trainer:
     def __init__(self, model, cfg: TrainConfig, c10_star: float):
         self.model, self.cfg, self.c10_star = model, cfg, c10_star
+        self.device = next(model.parameters()).device
 
     def batch_loss(self, mu, fine, logw):
         if self.cfg.family == "ecmk":
@@ -288,14 +290,15 @@ class _Trainer:
         if self.cfg.family == "ecmk":
             se = c10 = 0.0
             for a in range(0, n, chunk):
-                m = self.model(mu_all[a:a + chunk])
-                f = fine_all[a:a + chunk].to(m.dtype)
+                m = self.model(mu_all[a:a + chunk].to(self.device))
+                f = fine_all[a:a + chunk].to(self.device, m.dtype)
                 k = m.shape[0] / n
                 se += float(((m - f) ** 2).mean()) * k
                 c10 += float(_c10(m)) * k
             phys = (c10 - self.c10_star) ** 2
             return {"total": se + self.cfg.gamma * phys, "mse": se, "phys": phys, "c10": c10}
-        nll = torch.cat([nll_per_configuration(self.model(mu_all[a:a + chunk]), fine_all[a:a + chunk].float())
+        nll = torch.cat([nll_per_configuration(self.model(mu_all[a:a + chunk].to(self.device)),
+                                               fine_all[a:a + chunk].to(self.device, torch.float32)).cpu()
                          for a in range(0, n, chunk)]).double()
         uniform = float(nll.mean())
         total = float((torch.softmax(logw_all, 0) * nll).sum()) if self.cfg.weighted else uniform
@@ -332,6 +335,8 @@ def train(data, config: TrainConfig | None = None, *, beta: float | None = None,
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(cfg.family, cfg.kernel_size, generator=gen)
+    dev = torch.device(cfg.device)
+    model.to(dev)
     b = model.scale
     if Lx % b or Ly % b:
         raise ValueError(f"the training lattice {Lx}x{Ly} is not divisible by the block size b={b}")
@@ -361,7 +366,8 @@ def train(data, config: TrainConfig | None = None, *, beta: float | None = None,
             sums: dict[str, float] = {}
             for i in range(n_batches):
                 idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-                total, parts = trainer.batch_loss(tr[0][idx], tr[1][idx].float(), tr[2][idx])
+                total, parts = trainer.batch_loss(tr[0][idx].to(dev), tr[1][idx].to(dev, torch.float32),
+                                                  tr[2][idx].to(dev))
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 opt.step()
@@ -393,7 +399,7 @@ def train(data, config: TrainConfig | None = None, *, beta: float | None = None,
         "halo": model.halo,
         "output_kind": model.output_kind,
         "parameters": model.num_free_parameters(),
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "config": dataclasses.asdict(cfg),
         "beta": d.beta,
         "train_size": [Lx, Ly],
