@@ -7,6 +7,9 @@ Subcommands::
                      --seed S --backend numpy --out FILE.h5 [--chains C] [--resume]
     isingcore analyze FILE.h5 [--json]
     isingcore info
+    isingcore models [--dir DIR] [--json]         # the shipped inverse-RG upscaling models
+    isingcore upscale --model NAME|PATH --seed-size 512 --stages 3 --refine 25 --configs N --seed S \
+                      --out FILE.h5 [--png FILE.png] [--backend numpy|cupy] [--progress]
 """
 
 from __future__ import annotations
@@ -113,6 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
 
     sub.add_parser("info", help="versions, backends, devices and usable onnxruntime providers")
+
+    p = sub.add_parser("models", help="list the shipped inverse-RG upscaling models")
+    p.add_argument("--dir", default=None, help="list the .onnx models of this directory instead of the shipped ones")
+    p.add_argument("--json", action="store_true", help="one JSON list instead of the table")
+
+    p = sub.add_parser("upscale", help="inverse-RG generation: Wolff seeds, then upscaling stages with an ONNX model")
+    p.add_argument("--model", required=True, help="name of a shipped model (isingcore models) or path to an .onnx file")
+    p.add_argument("--seed-size", type=_positive_int, default=512, help="linear size L0 of the seed lattices (1: one spin)")
+    p.add_argument("--stages", type=_positive_int, default=3, help="number of upscaling stages (final L = L0 * b**stages)")
+    p.add_argument("--refine", type=_nonneg_int, default=25, help="checkerboard Metropolis sweeps after each stage")
+    p.add_argument("--configs", type=_positive_int, default=1, help="number of configurations (RNG streams 0..N-1)")
+    p.add_argument("--seed", type=_nonneg_int, default=1)
+    p.add_argument("--thermalize", type=_nonneg_int, default=None,
+                   help="Wolff sweeps for the seeds (default: 20 tau_int at K_c for L0, from an ordered start)")
+    p.add_argument("--tile", type=_positive_int, default=None, help="coarse rows per onnxruntime call (default: automatic)")
+    p.add_argument("--backend", default="numpy", help="numpy or cupy")
+    p.add_argument("--out", required=True, help="output HDF5 ensemble (one configuration per seed, final size)")
+    p.add_argument("--png", default=None, help="also draw the first configuration into this PNG (needs matplotlib)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--progress", action="store_true", help="progress bars")
+    p.add_argument("--json", action="store_true", help="print the per-stage statistics as JSON instead of the table")
     return parser
 
 
@@ -229,6 +253,109 @@ def cmd_info() -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    """``isingcore models``: the registry as a table (or JSON)."""
+    from .rg.models import list_models, models_directory
+
+    directory = args.dir or models_directory()
+    if args.dir and not os.path.isdir(args.dir):
+        print(f"isingcore models: no such directory: {args.dir}", file=sys.stderr)
+        return 2
+    models = list_models(directory)
+    if args.json:
+        print(json.dumps([{k: v for k, v in m.items() if k != "metadata"} for m in models], default=str))
+        return 0
+    if not models:
+        print(f"no upscaling models in {directory} (shipped models are added as models_onnx/*.onnx)")
+        return 0
+    cols = ("name", "family", "scale", "halo", "output_kind", "beta", "parameters", "loss", "train_size")
+    rows = []
+    for m in models:
+        if "error" in m:
+            rows.append((m["name"], "UNUSABLE: " + m["error"]))
+            continue
+        rows.append(tuple("" if m.get(c) is None else (f"{m[c]:.10g}" if isinstance(m[c], float) else str(m[c]))
+                          for c in cols))
+    widths = [max(len(c), *(len(r[i]) for r in rows if len(r) == len(cols))) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)) if len(r) == len(cols) else "  ".join(r))
+    print(f"({len(models)} model(s) in {directory})")
+    return 0
+
+
+def _write_png(spins, path: str, title: str, max_pixels: int = 1024) -> None:
+    """Draw one configuration (block-averaged down to at most ``max_pixels`` per side)."""
+    import numpy as np
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise SystemExit(f"isingcore upscale --png needs matplotlib (pip install 'isingcore[plot]'): {exc}") from None
+    s = np.asarray(spins)
+    Lx, Ly = s.shape
+    f = max(1, -(-max(Lx, Ly) // max_pixels))
+    if f > 1:
+        hx, hy = Lx // f, Ly // f
+        img = s[:hx * f, :hy * f].reshape(hx, f, hy, f).mean(axis=(1, 3), dtype=np.float32)
+    else:
+        img = s.astype(np.float32)
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=max(100, min(300, img.shape[0] // 6)))
+    ax.imshow(img, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title + (f" (block means of {f}x{f})" if f > 1 else ""), fontsize=8)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def cmd_upscale(args) -> int:
+    """``isingcore upscale``: generate, write the ensemble with the stage history, print the table."""
+    from . import io as iio
+    from ._array import to_numpy
+    from .rg.models import load_model
+    from .rg.upscale import format_stage_table, generate
+
+    if os.path.exists(args.out) and not args.overwrite:
+        raise SystemExit(f"isingcore upscale: {args.out} exists; pass --overwrite to replace it")
+    model = load_model(args.model)
+    log = (lambda *a, **k: print(*a, file=sys.stderr, **k))
+    res = generate(model, seed_size=args.seed_size, stages=args.stages, refine=args.refine, configs=args.configs,
+                   seed=args.seed, backend=args.backend, progress=args.progress, tile=args.tile,
+                   thermalize=args.thermalize, log=log if args.progress else None)
+    L = res.history[-1]["L"]
+    final = res.history[-1]
+    summary = res.summary()
+    attrs = dict(algorithm="irg", beta=model.beta, J=1.0, h=0.0, Lx=L, Ly=L, seed=args.seed,
+                 thermalization=res.thermalization, spacing=0, backend=args.backend,
+                 extra=dict(model=model.name, model_path=model.path, model_metadata=dict(model.metadata),
+                            seed_size=args.seed_size, seed_algorithm=res.seed_algorithm, stages=args.stages,
+                            refine=args.refine, configs=args.configs, scale=model.scale,
+                            sizes=[h["L"] for h in res.history], stage_history=summary,
+                            step="the number of stages (each configuration is one chain)",
+                            command=" ".join(sys.argv[1:]) or "isingcore upscale"))
+    names = ["energy", "magnetization", "c10x", "c10y", "c11"]
+    with iio.EnsembleWriter.create(args.out, attrs, names, overwrite=True) as writer:
+        for n in range(args.configs):
+            obs = {"c10x": final["c10x"][n:n + 1], "c10y": final["c10y"][n:n + 1], "c11": final["c11"][n:n + 1]}
+            writer.append(res.spins[n:n + 1], obs, chain=n, step=args.stages)
+    if args.png:
+        _write_png(to_numpy(res.spins[0]), args.png,
+                   f"{model.name}: L0={args.seed_size} -> L={L}, {args.stages} stages, refine {args.refine}, seed {args.seed}")
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"model {model.name} (scale {model.scale}, {model.output_kind}, beta={model.beta:.10g}); seeds: "
+              f"{res.seed_algorithm} at L0={args.seed_size}"
+              + (f" after {res.thermalization} sweeps" if res.seed_algorithm == "wolff" else "")
+              + f"; {args.configs} configuration(s); refine {args.refine}")
+        print(format_stage_table(res))
+        print(f"wrote {args.configs} configuration(s) of {L}x{L} to {args.out}" + (f" and {args.png}" if args.png else ""))
+    return 0
+
+
 def _numba_threads():
     try:
         import numba
@@ -246,6 +373,8 @@ def main(argv=None) -> int:
         return 0
     if args.command == "info":
         return cmd_info()
+    if args.command == "models":
+        return cmd_models(args)
     if args.command in ("analyze", "analyse"):
         from .analysis import analyze_ensemble, format_table
         from .io import EnsembleFormatError
@@ -264,6 +393,8 @@ def main(argv=None) -> int:
         if args.command == "sample":
             sample(args, overwrite=args.overwrite, resume=args.resume, progress=_progress_enabled(args.progress))
             return 0
+        if args.command == "upscale":
+            return cmd_upscale(args)
         if args.command == "run":
             from .analysis import analyze_ensemble, format_table
 

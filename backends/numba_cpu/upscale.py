@@ -1,0 +1,341 @@
+"""Inverse-RG upscaling on the CPU (Numba): per-site sampling, in-place refinement, stage statistics.
+
+The rules are those of ``docs/UPSCALING.md``; the array-API reference is in
+:mod:`isingcore.rg.upscale`, and every kernel here gives the same bits.
+
+Sampling (:func:`sample_rows`)
+    Fine site ``(x, y)`` of configuration ``n`` with parent ``mu = coarse[n, x // b, y // b]``
+    keeps ``mu`` iff word ``k = x * Ly_out + y`` of ``(seed, streams[n], stage, Purpose.UPSCALE)`` is
+    below ``T = ceil(p * 2**32)``; ``p`` comes from the model's field value at the site
+    (:func:`keep_threshold`, evaluated with basic IEEE-754 operations only, so the NumPy
+    reference, this kernel and the CUDA kernel realise the same integer ``T``). One call handles a
+    *tile*: the rows ``x0 + skip .. x0 + H - 1`` of the field of a row band, so the float field never
+    exists for the whole fine lattice.
+
+Refinement (:func:`refine_sweeps`)
+    Checkerboard Metropolis on the fine lattice *in place*, without the sublattice copy of
+    :mod:`isingcore.backends.numba_cpu.local` (which would cost one more byte per spin): each row
+    is permuted in place into the "row-split" layout ``[colour-0 sites of row i | colour-1 sites]``
+    (:func:`to_row_split`), which gives the same contiguous sublattice rows as the copy, the same
+    inner loop (:func:`isingcore.backends.numba_cpu.local._update_row`, inlined) and hence the same
+    bits as :func:`isingcore.mcmc.local.checkerboard_sweeps`; :func:`from_row_split` undoes it.
+
+Statistics (:func:`lattice_sums`)
+    Exact integer sums for ``m``, ``c10x``, ``c10y`` and ``c11`` without int32 copies of the lattice.
+
+Numba cache: the functions here inline ``_update_row`` and ``words_into`` from ``local.py`` and
+``philox.py``; after editing those, delete ``__pycache__/upscale.*.nb[ic]`` (Numba checks only the
+stamp of the file that defines a cached function).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from isingcore.rg.upscale import EXP_COEFFS, INV_LN2, LN2_HI, LN2_LO, POW2, POW2_OFFSET, TWO32_F, X_MAX
+
+from .local import SERIAL_SITES, _is_symmetric, _update_row
+from .philox import words_into
+
+KIND_LOGIT = 0
+KIND_MEAN = 1
+_C = tuple(float(c) for c in EXP_COEFFS)  # 1/k!, k = 0 .. 13
+_N_CHUNKS = 64  # rows are handed to threads in at most this many chunks (scratch allocated per chunk)
+
+
+# --------------------------------------------------------------------------------------------
+# deterministic threshold (must match isingcore.rg.upscale.keep_thresholds operation for operation)
+# --------------------------------------------------------------------------------------------
+@njit(inline="always", cache=True)
+def exp_det(x, pow2):
+    """exp(x) for |x| < X_MAX with basic operations only (Cody-Waite reduction, degree-13 Taylor)."""
+    n = math.floor(x * INV_LN2 + 0.5)
+    r = (x - n * LN2_HI) - n * LN2_LO
+    p = _C[13]
+    p = p * r + _C[12]
+    p = p * r + _C[11]
+    p = p * r + _C[10]
+    p = p * r + _C[9]
+    p = p * r + _C[8]
+    p = p * r + _C[7]
+    p = p * r + _C[6]
+    p = p * r + _C[5]
+    p = p * r + _C[4]
+    p = p * r + _C[3]
+    p = p * r + _C[2]
+    p = p * r + _C[1]
+    p = p * r + _C[0]
+    return p * pow2[np.int64(n) + POW2_OFFSET]
+
+
+@njit(inline="always", cache=True)
+def keep_threshold(mu, v, kind, clamp, pow2):
+    """Integer threshold T (int64, 0 .. 2**32) for keeping the parent spin ``mu`` given field value ``v``.
+
+    logit: ``p = 1 / (1 + exp(-2 mu v))``; mean: ``p = (1 + mu clip(v, -A, A)) / 2``; ``T = ceil(p 2**32)``.
+    """
+    if kind == KIND_LOGIT:
+        x = -2.0 * (np.float64(mu) * np.float64(v))
+        if x >= X_MAX:
+            return np.int64(1)
+        if x <= -X_MAX:
+            return np.int64(4294967296)
+        e = exp_det(x, pow2)
+        p = 1.0 / (1.0 + e)
+    else:
+        m = np.float64(v)
+        m = m if m > -clamp else -clamp
+        m = m if m < clamp else clamp
+        p = (1.0 + np.float64(mu) * m) * 0.5
+    return np.int64(math.ceil(p * TWO32_F))
+
+
+# --------------------------------------------------------------------------------------------
+# sampling
+# --------------------------------------------------------------------------------------------
+@njit(inline="always", cache=True)
+def _sample_row(field, coarse, fine, n_local, n, x, x0, b, kind, clamp, seed, stream, step, purpose, pow2,
+                c0, c1, c2, c3, buf):
+    """Fine row x of configuration n (field row x - x0 of tile configuration n_local); returns #non-finite."""
+    Ly = fine.shape[2]
+    first = x * Ly
+    ng = ((first + Ly + 3) >> 2) - (first >> 2)
+    words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], first, step, purpose, seed, stream)
+    off = first - 4 * (first >> 2)
+    frow = field[n_local, x - x0]
+    crow = coarse[n, x // b]
+    out = fine[n, x]
+    bad = 0
+    for y in range(Ly):
+        v = frow[y]
+        if not np.isfinite(v):
+            bad += 1
+            continue
+        mu = np.int32(crow[y // b])
+        T = keep_threshold(mu, v, kind, clamp, pow2)
+        keep = np.int64(buf[off + y]) < T
+        out[y] = np.int8(mu if keep else -mu)
+    return bad
+
+
+@njit(parallel=True, cache=True)
+def _sample_rows_parallel(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, pow2):
+    Nc, H, Ly = field.shape
+    rows_per = H - skip
+    rows = Nc * rows_per
+    n_chunks = min(rows, _N_CHUNKS)
+    ngmax = (Ly + 6) // 4 + 1
+    bad = np.zeros(n_chunks, np.int64)
+    for ch in prange(n_chunks):
+        c0 = np.empty(ngmax, np.uint32)
+        c1 = np.empty(ngmax, np.uint32)
+        c2 = np.empty(ngmax, np.uint32)
+        c3 = np.empty(ngmax, np.uint32)
+        buf = np.empty(4 * ngmax, np.uint32)
+        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            nl = rr // rows_per
+            x = x0 + skip + (rr - nl * rows_per)
+            bad[ch] += _sample_row(field, coarse, fine, nl, n0 + nl, x, x0, b, kind, clamp, seed, streams[n0 + nl],
+                                   step, purpose, pow2, c0, c1, c2, c3, buf)
+    return bad.sum()
+
+
+@njit(cache=True)
+def _sample_rows_serial(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, pow2):
+    Nc, H, Ly = field.shape
+    ngmax = (Ly + 6) // 4 + 1
+    c0 = np.empty(ngmax, np.uint32)
+    c1 = np.empty(ngmax, np.uint32)
+    c2 = np.empty(ngmax, np.uint32)
+    c3 = np.empty(ngmax, np.uint32)
+    buf = np.empty(4 * ngmax, np.uint32)
+    bad = 0
+    for nl in range(Nc):
+        for x in range(x0 + skip, x0 + H):
+            bad += _sample_row(field, coarse, fine, nl, n0 + nl, x, x0, b, kind, clamp, seed, streams[n0 + nl],
+                               step, purpose, pow2, c0, c1, c2, c3, buf)
+    return bad
+
+
+def _parallel(n_sites: int) -> bool:
+    import numba
+
+    return numba.get_num_threads() > 1 and n_sites >= SERIAL_SITES
+
+
+def sample_rows(field, coarse, fine, *, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose):
+    """Sample fine rows ``x0 + skip .. x0 + H - 1`` of configurations ``n0 .. n0 + Nc - 1`` into ``fine``.
+
+    ``field``: float32 (Nc, H, Ly_out) (row ``x - x0`` of the tile is fine row ``x``);
+    ``coarse``: int8 (N, Lx, Ly) +-1; ``fine``: int8 (N, b Lx, b Ly), written in place;
+    ``kind``: :data:`KIND_LOGIT` or :data:`KIND_MEAN`; ``clamp``: A (mean) ; ``streams``: uint32 (N,).
+    Returns the number of non-finite field values met (those sites are left unwritten).
+    """
+    Nc, H, Ly = field.shape
+    fn = _sample_rows_parallel if _parallel(Nc * (H - skip) * Ly) else _sample_rows_serial
+    return int(fn(field, coarse, fine, np.int64(n0), np.int64(x0), np.int64(skip), np.int64(b), np.int64(kind),
+                  np.float64(clamp), np.int64(seed), streams, np.uint64(step), np.int64(purpose), POW2))
+
+
+# --------------------------------------------------------------------------------------------
+# refinement in the row-split layout
+# --------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def to_row_split(spins):
+    """In place, row by row: row i becomes [spins at j = 2m + (i & 1) | spins at j = 2m + 1 - (i & 1)]."""
+    R, Lx, Ly = spins.shape
+    half = Ly // 2
+    rows = R * Lx
+    n_chunks = min(rows, _N_CHUNKS)
+    for ch in prange(n_chunks):
+        tmp = np.empty(Ly, np.int8)
+        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            r = rr // Lx
+            i = rr - r * Lx
+            row = spins[r, i]
+            for j in range(Ly):
+                tmp[j] = row[j]
+            j0 = i & 1
+            for m in range(half):
+                row[m] = tmp[2 * m + j0]
+                row[half + m] = tmp[2 * m + 1 - j0]
+
+
+@njit(parallel=True, cache=True)
+def from_row_split(spins):
+    """Inverse of :func:`to_row_split` (in place)."""
+    R, Lx, Ly = spins.shape
+    half = Ly // 2
+    rows = R * Lx
+    n_chunks = min(rows, _N_CHUNKS)
+    for ch in prange(n_chunks):
+        tmp = np.empty(Ly, np.int8)
+        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            r = rr // Lx
+            i = rr - r * Lx
+            row = spins[r, i]
+            for j in range(Ly):
+                tmp[j] = row[j]
+            j0 = i & 1
+            for m in range(half):
+                row[2 * m + j0] = tmp[m]
+                row[2 * m + 1 - j0] = tmp[half + m]
+
+
+@njit(inline="always", cache=True)
+def _rs_half_sweep_row(ab, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose):
+    """Row i of replica r in half-sweep ``step``: ``ab[r, i, c]`` is the colour-c part of row i."""
+    Lx = ab.shape[1]
+    half = ab.shape[3]
+    o = 1 - colour
+    act = ab[r, i, colour]
+    h0 = i * half
+    ng = ((h0 + half + 3) >> 2) - (h0 >> 2)
+    words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], h0, step, purpose, seed, stream)
+    up = ab[r, (i - 1 + Lx) % Lx, o]
+    dn = ab[r, (i + 1) % Lx, o]
+    row = ab[r, i, o]
+    off = h0 - 4 * (h0 >> 2)
+    if ((i + colour) & 1) == 0:
+        _update_row(act, up, dn, row, -1, buf, off, thr, symmetric)
+    else:
+        _update_row(act, up, dn, row, 1, buf, off, thr, symmetric)
+
+
+@njit(parallel=True, cache=True)
+def _refine_parallel(ab, thr, seed, streams, step0, n_half, purpose):
+    R, Lx, _, half = ab.shape
+    rows = R * Lx
+    n_chunks = min(rows, _N_CHUNKS)
+    ngmax = (half + 6) // 4 + 1
+    symmetric = _is_symmetric(thr)
+    for t in range(n_half):
+        step = np.uint64(step0) + np.uint64(t)
+        colour = np.int64(step & np.uint64(1))
+        for ch in prange(n_chunks):
+            c0 = np.empty(ngmax, np.uint32)
+            c1 = np.empty(ngmax, np.uint32)
+            c2 = np.empty(ngmax, np.uint32)
+            c3 = np.empty(ngmax, np.uint32)
+            buf = np.empty(4 * ngmax, np.uint32)
+            for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+                r = rr // Lx
+                _rs_half_sweep_row(ab, r, rr - r * Lx, colour, step, thr, seed, streams[r], symmetric,
+                                   c0, c1, c2, c3, buf, purpose)
+
+
+@njit(cache=True)
+def _refine_serial(ab, thr, seed, streams, step0, n_half, purpose):
+    R, Lx, _, half = ab.shape
+    ngmax = (half + 6) // 4 + 1
+    symmetric = _is_symmetric(thr)
+    c0 = np.empty(ngmax, np.uint32)
+    c1 = np.empty(ngmax, np.uint32)
+    c2 = np.empty(ngmax, np.uint32)
+    c3 = np.empty(ngmax, np.uint32)
+    buf = np.empty(4 * ngmax, np.uint32)
+    for r in range(R):
+        for t in range(n_half):
+            step = np.uint64(step0) + np.uint64(t)
+            colour = np.int64(step & np.uint64(1))
+            for i in range(Lx):
+                _rs_half_sweep_row(ab, r, i, colour, step, thr, seed, streams[r], symmetric,
+                                   c0, c1, c2, c3, buf, purpose)
+
+
+def refine_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, purpose):
+    """In-place counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps` (same bits), no extra lattice.
+
+    ``spins``: C-contiguous int8 (R, Lx, Ly), Lx and Ly even; updated in place and returned.
+    """
+    R, Lx, Ly = spins.shape
+    if n_half_steps == 0 or spins.size == 0:
+        return spins
+    to_row_split(spins)
+    ab = spins.reshape(R, Lx, 2, Ly // 2)  # a view: the same buffer
+    fn = _refine_parallel if _parallel(R * Lx * Ly // 2) else _refine_serial
+    fn(ab, np.ascontiguousarray(thresholds, dtype=np.int64), np.int64(seed),
+       np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), np.int64(n_half_steps), np.int64(purpose))
+    from_row_split(spins)
+    return spins
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def _row_sums(spins, out):
+    """out[r, i] = (sum s, sum s s_down, sum s s_right, sum s (s_down_right + s_down_left)) of row i."""
+    R, Lx, Ly = spins.shape
+    rows = R * Lx
+    for rr in prange(rows):
+        r = rr // Lx
+        i = rr - r * Lx
+        row = spins[r, i]
+        dn = spins[r, (i + 1) % Lx]
+        m = 0
+        cx = 0
+        cy = 0
+        cd = 0
+        for j in range(Ly):
+            s = np.int64(row[j])
+            jr = j + 1 if j + 1 < Ly else 0
+            jl = j - 1 if j > 0 else Ly - 1
+            m += s
+            cx += s * np.int64(dn[j])
+            cy += s * np.int64(row[jr])
+            cd += s * (np.int64(dn[jr]) + np.int64(dn[jl]))
+        out[r, i, 0] = m
+        out[r, i, 1] = cx
+        out[r, i, 2] = cy
+        out[r, i, 3] = cd
+
+
+def lattice_sums(spins):
+    """Integer sums (R, 4) int64: sum s, sum s(i,j)s(i+1,j), sum s(i,j)s(i,j+1), sum s(i,j)[s(i+1,j+1)+s(i+1,j-1)]."""
+    R, Lx, Ly = spins.shape
+    out = np.zeros((R, Lx, 4), np.int64)
+    if spins.size:
+        _row_sums(spins, out)
+    return out.sum(axis=1)
