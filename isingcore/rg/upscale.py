@@ -197,9 +197,10 @@ def _as_batch(coarse, backend: str):
     from .. import _array
     from ..simulation import check_spins
 
+    shape = tuple(getattr(coarse, "shape", np.shape(coarse)))
+    if len(shape) not in (2, 3):
+        raise ValueError(f"coarse must have shape (N, Lx, Ly) or (Lx, Ly), got shape {shape}")
     a = check_spins(coarse, name="coarse")
-    if a.ndim not in (2, 3):
-        raise ValueError(f"coarse must have shape (N, Lx, Ly) or (Lx, Ly), got shape {a.shape}")
     batched = a.ndim == 3
     if not batched:
         a = a[None]
@@ -217,7 +218,7 @@ def _streams(streams, N: int):
         return np.arange(N, dtype=np.uint32)
     from .._array import to_numpy
 
-    s = np.asarray(to_numpy(streams))
+    s = np.asarray(streams if isinstance(streams, (list, tuple, range)) else to_numpy(streams))
     if s.dtype.kind not in "iu" or s.shape != (N,):
         raise ValueError(f"streams must be an integer array of shape ({N},) (one per configuration), got {s.dtype} {s.shape}")
     if N and (s.min() < 0 or s.max() >= 1 << 32):
