@@ -41,6 +41,7 @@ from .philox import words_into
 KIND_LOGIT = 0
 KIND_MEAN = 1
 _C = tuple(float(c) for c in EXP_COEFFS)  # 1/k!, k = 0 .. 13
+_TWO_M32 = 2.0**-32
 _N_CHUNKS = 64  # rows are handed to threads in at most this many chunks (scratch allocated per chunk)
 
 
@@ -49,9 +50,14 @@ _N_CHUNKS = 64  # rows are handed to threads in at most this many chunks (scratc
 # --------------------------------------------------------------------------------------------
 @njit(inline="always", cache=True)
 def exp_det(x, pow2):
-    """exp(x) for |x| < X_MAX with basic operations only (Cody-Waite reduction, degree-13 Taylor)."""
-    n = math.floor(x * INV_LN2 + 0.5)
-    r = (x - n * LN2_HI) - n * LN2_LO
+    """exp(x) for |x| < X_MAX with basic operations only (Cody-Waite reduction, degree-13 Taylor).
+
+    ``2**n`` is built as ``(2**(n1+32) 2**-32)(2**(n2+32) 2**-32)`` with integer shifts, which equals
+    the table value ``pow2[n + POW2_OFFSET]`` of the reference exactly (products of powers of two in
+    range), but lets LLVM vectorise the loop (no gather). ``pow2`` is kept for the signature.
+    """
+    nf = np.floor(x * INV_LN2 + 0.5)
+    r = (x - nf * LN2_HI) - nf * LN2_LO
     p = _C[13]
     p = p * r + _C[12]
     p = p * r + _C[11]
@@ -66,7 +72,12 @@ def exp_det(x, pow2):
     p = p * r + _C[2]
     p = p * r + _C[1]
     p = p * r + _C[0]
-    return p * pow2[np.int64(n) + POW2_OFFSET]
+    n = np.int64(nf)
+    n1 = n >> 1
+    n2 = n - n1
+    s1 = np.float64(np.int64(1) << (n1 + 32)) * _TWO_M32
+    s2 = np.float64(np.int64(1) << (n2 + 32)) * _TWO_M32
+    return (p * s1) * s2
 
 
 @njit(inline="always", cache=True)
@@ -95,27 +106,65 @@ def keep_threshold(mu, v, kind, clamp, pow2):
 # sampling
 # --------------------------------------------------------------------------------------------
 @njit(inline="always", cache=True)
+def _row_thresholds(frow, mub, tb, kind, clamp, pow2):
+    """tb[y] = keep threshold of site y (branch-free, so that LLVM vectorises it); returns #non-finite.
+
+    Same operations as :func:`keep_threshold`; the cut-offs at +-X_MAX are selects after the fact,
+    and a non-finite value is replaced by 0 (the caller raises).
+    """
+    bad = 0
+    n = frow.shape[0]
+    if kind == KIND_LOGIT:
+        for y in range(n):
+            v = np.float64(frow[y])
+            fin = np.isfinite(v)
+            bad += 0 if fin else 1
+            v = v if fin else 0.0
+            x = -2.0 * (np.float64(mub[y]) * v)
+            xc = x if x > -X_MAX else -X_MAX
+            xc = xc if xc < X_MAX else X_MAX
+            e = exp_det(xc, pow2)
+            p = 1.0 / (1.0 + e)
+            t = np.int64(math.ceil(p * TWO32_F))
+            t = np.int64(1) if x >= X_MAX else t
+            tb[y] = np.int64(4294967296) if x <= -X_MAX else t
+    else:
+        for y in range(n):
+            v = np.float64(frow[y])
+            fin = np.isfinite(v)
+            bad += 0 if fin else 1
+            m = v if fin else 0.0
+            m = m if m > -clamp else -clamp
+            m = m if m < clamp else clamp
+            p = (1.0 + np.float64(mub[y]) * m) * 0.5
+            tb[y] = np.int64(math.ceil(p * TWO32_F))
+    return bad
+
+
+@njit(inline="always", cache=True)
 def _sample_row(field, coarse, fine, n_local, n, x, x0, b, kind, clamp, seed, stream, step, purpose, pow2,
-                c0, c1, c2, c3, buf):
-    """Fine row x of configuration n (field row x - x0 of tile configuration n_local); returns #non-finite."""
+                c0, c1, c2, c3, buf, mub, tb):
+    """Fine row x of configuration n (field row x - x0 of tile configuration n_local); returns #non-finite.
+
+    Three passes over the row: parents (no division per site), thresholds (vectorised), draws.
+    """
     Ly = fine.shape[2]
     first = x * Ly
     ng = ((first + Ly + 3) >> 2) - (first >> 2)
     words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], first, step, purpose, seed, stream)
     off = first - 4 * (first >> 2)
-    frow = field[n_local, x - x0]
     crow = coarse[n, x // b]
     out = fine[n, x]
-    bad = 0
+    y = 0
+    for j in range(crow.shape[0]):
+        mu = np.int32(crow[j])
+        for _ in range(b):
+            mub[y] = mu
+            y += 1
+    bad = _row_thresholds(field[n_local, x - x0], mub[:Ly], tb[:Ly], kind, clamp, pow2)
     for y in range(Ly):
-        v = frow[y]
-        if not np.isfinite(v):
-            bad += 1
-            continue
-        mu = np.int32(crow[y // b])
-        T = keep_threshold(mu, v, kind, clamp, pow2)
-        keep = np.int64(buf[off + y]) < T
-        out[y] = np.int8(mu if keep else -mu)
+        mu = mub[y]
+        out[y] = np.int8(mu if np.int64(buf[off + y]) < tb[y] else -mu)
     return bad
 
 
@@ -133,11 +182,13 @@ def _sample_rows_parallel(field, coarse, fine, n0, x0, skip, b, kind, clamp, see
         c2 = np.empty(ngmax, np.uint32)
         c3 = np.empty(ngmax, np.uint32)
         buf = np.empty(4 * ngmax, np.uint32)
+        mub = np.empty(Ly, np.int32)
+        tb = np.empty(Ly, np.int64)
         for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
             nl = rr // rows_per
             x = x0 + skip + (rr - nl * rows_per)
             bad[ch] += _sample_row(field, coarse, fine, nl, n0 + nl, x, x0, b, kind, clamp, seed, streams[n0 + nl],
-                                   step, purpose, pow2, c0, c1, c2, c3, buf)
+                                   step, purpose, pow2, c0, c1, c2, c3, buf, mub, tb)
     return bad.sum()
 
 
@@ -150,11 +201,13 @@ def _sample_rows_serial(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed,
     c2 = np.empty(ngmax, np.uint32)
     c3 = np.empty(ngmax, np.uint32)
     buf = np.empty(4 * ngmax, np.uint32)
+    mub = np.empty(Ly, np.int32)
+    tb = np.empty(Ly, np.int64)
     bad = 0
     for nl in range(Nc):
         for x in range(x0 + skip, x0 + H):
             bad += _sample_row(field, coarse, fine, nl, n0 + nl, x, x0, b, kind, clamp, seed, streams[n0 + nl],
-                               step, purpose, pow2, c0, c1, c2, c3, buf)
+                               step, purpose, pow2, c0, c1, c2, c3, buf, mub, tb)
     return bad
 
 

@@ -256,8 +256,9 @@ def _padded_band(coarse, n0: int, n1: int, s_in: int, rows: int, halo: int, xp):
     if xp is None or isinstance(c, np.ndarray):
         band = np.take(np.take(c, ri, axis=1), ci, axis=2)
         return np.ascontiguousarray(band.astype(np.float32)[:, None])
-    band = xp.take(xp.take(c, xp.asarray(ri), axis=1), xp.asarray(ci), axis=2)
-    return xp.reshape(xp.astype(band, xp.float32), (n1 - n0, 1, rows + 2 * halo, Ly + 2 * halo))
+    # CuPy (xp is the cupy module): array methods, which every CuPy version has
+    band = c.take(xp.asarray(ri), axis=1).take(xp.asarray(ci), axis=2).astype(xp.float32)
+    return xp.ascontiguousarray(band.reshape(n1 - n0, 1, rows + 2 * halo, Ly + 2 * halo))
 
 
 def _run_numpy(sess, x: np.ndarray, expect: tuple) -> np.ndarray:
@@ -413,7 +414,7 @@ def _sample_cupy(x, model, sess, fast, st, seed, stage, nc, rows, bands, bar):
     for n0 in range(0, N, nc):
         n1 = min(N, n0 + nc)
         for s_in, s in bands:
-            inp = cupy.ascontiguousarray(_padded_band(x, n0, n1, s_in, rows, halo, cupy))
+            inp = _padded_band(x, n0, n1, s_in, rows, halo, cupy)
             field = cupy.empty((n1 - n0, 1, b * rows, b * Ly), cupy.float32)
             io = sess.io_binding()
             io.bind_input("coarse", "cuda", dev, np.float32, tuple(inp.shape), inp.data.ptr)
