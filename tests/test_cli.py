@@ -120,3 +120,22 @@ def test_run_main_job_small(tmp_path):
             "--json", cwd=tmp_path)
     res = json.loads(p.stdout)
     assert res["n_configs"] == 200 and "energy" in res["observables"]
+
+
+def test_models_on_an_empty_registry(tmp_path):
+    env = {**os.environ, "ISINGCORE_MODELS_DIR": str(tmp_path)}
+    p = run("models", env=env)
+    assert "no upscaling models" in p.stdout and str(tmp_path) in p.stdout
+    assert json.loads(run("models", "--json", env=env).stdout) == []
+    assert run("models").returncode == 0  # the shipped registry, whatever it holds
+    p = run("models", "--dir", tmp_path / "missing", check=False)
+    assert p.returncode == 2 and "no such directory" in p.stderr
+
+
+def test_upscale_errors_are_named(tmp_path):
+    env = {**os.environ, "ISINGCORE_MODELS_DIR": str(tmp_path)}
+    p = run("upscale", "--model", "no-such-model", "--out", tmp_path / "x.h5", check=False, env=env)
+    assert p.returncode == 2 and "no-such-model" in p.stderr and "shipped models: none" in p.stderr
+    p = run("upscale", "--model", "m", "--stages", "0", "--out", tmp_path / "x.h5", check=False)
+    assert p.returncode != 0 and "--stages" in p.stderr
+    assert not (tmp_path / "x.h5").exists()

@@ -324,9 +324,14 @@ class _Sessions:
         self._cache = {}
 
     def get(self, model, backend: str):
-        key = (id(model), backend)
+        device = 0
+        if backend == "cupy":
+            import cupy
+
+            device = cupy.cuda.Device().id  # the current device, where the CuPy arrays live
+        key = (id(model), backend, device)
         if key not in self._cache:
-            self._cache[key] = (model, model.session("cupy" if backend == "cupy" else "numpy"))
+            self._cache[key] = (model, model.session("cupy" if backend == "cupy" else "numpy", device_id=device))
         return self._cache[key][1]
 
 
