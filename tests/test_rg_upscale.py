@@ -235,6 +235,19 @@ def test_reference_on_array_api_strict(models):
         strict = U.sample_stage(xps.asarray(c), m, seed=1, stage=3, backend="array_api_strict")
         assert strict.dtype == xps.int8
         np.testing.assert_array_equal(np.asarray(strict), ref)
+        fast = U.upscale(c, m, seed=1, stage=3, refine=2)
+        strict = U.upscale(xps.asarray(c), m, seed=1, stage=3, refine=2, backend="array_api_strict")
+        np.testing.assert_array_equal(np.asarray(strict), fast)
+
+
+def test_generate_reference_equals_fast(models):
+    kw = dict(seed_size=2, stages=2, refine=2, configs=2, seed=3, thermalize=2)
+    fast = U.generate(models["b3"], **kw)
+    ref = U.generate(models["b3"], kernel="reference", **kw)
+    np.testing.assert_array_equal(ref.spins, fast.spins)
+    for a, b in zip(ref.history, fast.history):
+        for k in ("c10x", "c10y", "c11", "abs_m", "raw_c10"):
+            np.testing.assert_array_equal(a[k], b[k])
 
 
 @pytest.mark.parametrize("kind", ["logit", "mean"])

@@ -46,8 +46,8 @@ Memory
 ------
 CPU, one configuration: the fine lattice (1 byte per spin), the coarse one (1/b**2), one band
 of float32 field (``TILE_SITES`` fine sites by default, 8 MiB) and the interpreter, Numba and
-onnxruntime (about 200 MB): about 2.3 bytes per fine spin of peak RSS at 13,824**2
-(``tools/bench/bench_upscale.py``).
+onnxruntime (about 190 MiB): 2.5 bytes per fine spin of peak RSS at 512 -> 13,824 in three stages
+with 25 refinement sweeps (``tools/bench/bench_upscale.py``, 3x3 b = 3 test model).
 """
 
 from __future__ import annotations
