@@ -33,7 +33,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from isingcore.rg.upscale import EXP_COEFFS, INV_LN2, LN2_HI, LN2_LO, POW2, POW2_OFFSET, TWO32_F, X_MAX
+from isingcore.rg.upscale import EXP_COEFFS, INV_LN2, LN2_HI, LN2_LO, POW2, TWO32_F, X_MAX
 
 from .local import SERIAL_SITES, _is_symmetric, _update_row
 from .philox import words_into

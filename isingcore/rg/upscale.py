@@ -586,7 +586,7 @@ def seed_configurations(L0: int, *, configs: int, seed: int, beta: float, backen
 
     L0 = _check_int(L0, "seed_size", 1)
     configs = _check_int(configs, "configs", 1, 1 << 32)
-    xp = _array.namespace(backend)
+    _array.namespace(backend)  # raises now when the backend cannot run here
     if L0 == 1:
         w = rng.random_words(1, seed=seed, stream=np.arange(configs, dtype=np.uint32), step=0,
                              purpose=rng.Purpose.INIT)
@@ -600,7 +600,6 @@ def seed_configurations(L0: int, *, configs: int, seed: int, beta: float, backen
     spins = sim.spins
     if backend == "numpy":
         spins = np.ascontiguousarray(spins)
-    del xp
     return spins, n_therm
 
 
