@@ -82,7 +82,6 @@ def _add_sample_args(p: argparse.ArgumentParser, defaults: dict) -> None:
 
 SAMPLE_DEFAULTS = dict(size=64, beta="critical", algorithm="wolff", configs=1000, spacing=None, thermalize=None,
                        seed=1, out="ensemble.h5")
-RUN_DEFAULTS = dict(SAMPLE_DEFAULTS, out="isingcore_run.h5", configs=2000)
 
 
 def fill_schedule(args) -> None:
@@ -97,13 +96,38 @@ def fill_schedule(args) -> None:
         args.spacing = max(1, int(round(tau / 2)))
 
 
+def _add_upscale_args(p: argparse.ArgumentParser, defaults: dict) -> None:
+    """Options of ``isingcore upscale`` (and of ``run``, with other defaults)."""
+    p.add_argument("--model", required=defaults["model"] is None, default=defaults["model"], help="name of a shipped model (isingcore models) or path to an .onnx file")
+    p.add_argument("--seed-size", type=_positive_int, default=defaults["seed_size"], help="linear size L0 of the seed lattices (1: one spin)")
+    p.add_argument("--stages", type=_positive_int, default=3, help="number of upscaling stages (final L = L0 * b**stages)")
+    p.add_argument("--refine", type=_nonneg_int, default=25, help="checkerboard Metropolis sweeps after each stage")
+    p.add_argument("--configs", type=_positive_int, default=defaults["configs"], help="number of configurations (RNG streams 0..N-1)")
+    p.add_argument("--seed", type=_nonneg_int, default=1)
+    p.add_argument("--thermalize", type=_nonneg_int, default=None,
+                   help="Wolff sweeps for the seeds (default: 20 tau_int at K_c for L0, from an ordered start)")
+    p.add_argument("--tile", type=_positive_int, default=None, help="coarse rows per onnxruntime call (default: automatic)")
+    p.add_argument("--backend", default="numpy", help="numpy or cupy")
+    p.add_argument("--out", required=defaults["out"] is None, default=defaults["out"], help="output HDF5 ensemble (one configuration per seed, final size)")
+    p.add_argument("--png", default=defaults["png"], help="also draw the first configuration into this PNG (needs matplotlib)")
+    p.add_argument("--overwrite", action="store_true", default=defaults["overwrite"], help="replace an existing output file")
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bars (auto: on a terminal)")
+    p.add_argument("--json", action="store_true", help="print the per-stage statistics as JSON instead of the table")
+
+
+UPSCALE_DEFAULTS = dict(model=None, seed_size=512, configs=1, out=None, png=None, overwrite=False)
+#: ``isingcore run``: the README's main job (issue: seed 512^2, 3 stages, shipped ECMK, table and PNG).
+RUN_UPSCALE_DEFAULTS = dict(model="ecmk-b3-k9", seed_size=512, configs=1, out="isingcore_run.h5",
+                            png="isingcore_run.png", overwrite=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="isingcore", description="2D Ising model: sampling, ensembles and analysis")
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("run", help="the main job on its defaults: sample a critical ensemble, write HDF5, print the analysis")
-    _add_sample_args(p, RUN_DEFAULTS)
-    p.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    p = sub.add_parser("run", help="the main job on its defaults: inverse-RG upscaling of a critical Wolff seed "
+                                   "(512^2 -> 13,824^2 with the shipped ECMK), HDF5 + PNG + per-stage table")
+    _add_upscale_args(p, RUN_UPSCALE_DEFAULTS)
 
     p = sub.add_parser("sample", help="sample an ensemble into an HDF5 file")
     _add_sample_args(p, SAMPLE_DEFAULTS)
@@ -122,21 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON list instead of the table")
 
     p = sub.add_parser("upscale", help="inverse-RG generation: Wolff seeds, then upscaling stages with an ONNX model")
-    p.add_argument("--model", required=True, help="name of a shipped model (isingcore models) or path to an .onnx file")
-    p.add_argument("--seed-size", type=_positive_int, default=512, help="linear size L0 of the seed lattices (1: one spin)")
-    p.add_argument("--stages", type=_positive_int, default=3, help="number of upscaling stages (final L = L0 * b**stages)")
-    p.add_argument("--refine", type=_nonneg_int, default=25, help="checkerboard Metropolis sweeps after each stage")
-    p.add_argument("--configs", type=_positive_int, default=1, help="number of configurations (RNG streams 0..N-1)")
-    p.add_argument("--seed", type=_nonneg_int, default=1)
-    p.add_argument("--thermalize", type=_nonneg_int, default=None,
-                   help="Wolff sweeps for the seeds (default: 20 tau_int at K_c for L0, from an ordered start)")
-    p.add_argument("--tile", type=_positive_int, default=None, help="coarse rows per onnxruntime call (default: automatic)")
-    p.add_argument("--backend", default="numpy", help="numpy or cupy")
-    p.add_argument("--out", required=True, help="output HDF5 ensemble (one configuration per seed, final size)")
-    p.add_argument("--png", default=None, help="also draw the first configuration into this PNG (needs matplotlib)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--progress", action="store_true", help="progress bars")
-    p.add_argument("--json", action="store_true", help="print the per-stage statistics as JSON instead of the table")
+    _add_upscale_args(p, UPSCALE_DEFAULTS)
     return parser
 
 
@@ -322,9 +332,10 @@ def cmd_upscale(args) -> int:
         raise SystemExit(f"isingcore upscale: {args.out} exists; pass --overwrite to replace it")
     model = load_model(args.model)
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k))
+    progress = _progress_enabled(args.progress)
     res = generate(model, seed_size=args.seed_size, stages=args.stages, refine=args.refine, configs=args.configs,
-                   seed=args.seed, backend=args.backend, progress=args.progress, tile=args.tile,
-                   thermalize=args.thermalize, log=log if args.progress else None)
+                   seed=args.seed, backend=args.backend, progress=progress, tile=args.tile,
+                   thermalize=args.thermalize, log=log if progress else None)
     L = res.history[-1]["L"]
     final = res.history[-1]
     summary = res.summary()
@@ -396,13 +407,7 @@ def main(argv=None) -> int:
         if args.command == "upscale":
             return cmd_upscale(args)
         if args.command == "run":
-            from .analysis import analyze_ensemble, format_table
-
-            log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
-            path = sample(args, overwrite=True, resume=False, progress=_progress_enabled("auto"), log=log)
-            result = analyze_ensemble(path)
-            print(json.dumps(result) if args.json else format_table(result))
-            return 0
+            return cmd_upscale(args)
     except (ValueError, TypeError) as exc:
         print(f"isingcore {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -116,10 +116,25 @@ def test_info_reports_backends_and_usable_providers():
 
 
 def test_run_main_job_small(tmp_path):
-    p = run("run", "--size", 8, "--configs", 200, "--thermalize", 50, "--spacing", 2, "--out", tmp_path / "r.h5",
-            "--json", cwd=tmp_path)
-    res = json.loads(p.stdout)
-    assert res["n_configs"] == 200 and "energy" in res["observables"]
+    """``isingcore run`` is the upscaling pipeline; here on a shipped minimal model and tiny sizes."""
+    from isingcore.io import open_ensemble
+
+    p = run("run", "--model", "minimal-b2-k3", "--seed-size", 8, "--stages", 2, "--configs", 3, "--refine", 2,
+            "--out", tmp_path / "r.h5", "--png", tmp_path / "r.png", "--json", cwd=tmp_path)
+    stages = json.loads(p.stdout)
+    assert [s["L"] for s in stages] == [8, 16, 32]
+    assert all(0.5 < s["c10"] < 0.9 for s in stages)
+    with open_ensemble(tmp_path / "r.h5") as ens:
+        assert len(ens) == 3 and ens.Lx == 32 and ens.attrs["extra"]["model"] == "minimal-b2-k3"
+    assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_run_defaults_are_the_upscaling_job():
+    from isingcore.cli import build_parser
+
+    a = build_parser().parse_args(["run"])
+    assert (a.model, a.seed_size, a.stages, a.refine, a.configs) == ("ecmk-b3-k9", 512, 3, 25, 1)
+    assert a.out.endswith(".h5") and a.png.endswith(".png")
 
 
 def test_models_on_an_empty_registry(tmp_path):
