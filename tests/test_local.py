@@ -73,11 +73,36 @@ def test_every_threading_driver_gives_the_reference_bits(driver, shape):
         thr = local.flip_thresholds(alg, 0.5, 1.0, h)
         streams = np.arange(3, 3 + shape[0], dtype=np.uint32)
         ref = local.checkerboard_sweeps(spins, 5, step=2**32 - 2, thresholds=thr, seed=8, streams=streams, xp=xnp)
-        a, b = fused.split_sublattices(spins)
-        getattr(fused, driver)(a, b, thr, np.int64(8), streams, np.uint64(2**32 - 2), 5)
-        out = np.empty_like(spins)
-        fused.merge_sublattices(a, b, out)
+        out = spins.copy()
+        fused.to_row_split(out)
+        R, Lx, Ly = shape
+        getattr(fused, driver)(out.reshape(R, Lx, 2, Ly // 2), thr, np.int64(8), streams, np.uint64(2**32 - 2), 5)
+        fused.from_row_split(out)
         np.testing.assert_array_equal(out, ref)
+
+
+def test_row_split_layout_and_round_trip():
+    rs = np.random.default_rng(1)
+    s = rs.choice(np.array([-1, 1], np.int8), size=(2, 6, 8))
+    t = s.copy()
+    fused.to_row_split(t)
+    ab = t.reshape(2, 6, 2, 4)
+    for i in range(6):
+        np.testing.assert_array_equal(ab[:, i, 0], s[:, i, (i & 1)::2])
+        np.testing.assert_array_equal(ab[:, i, 1], s[:, i, 1 - (i & 1)::2])
+    fused.from_row_split(t)
+    np.testing.assert_array_equal(t, s)
+
+
+def test_fused_sweeps_accept_non_contiguous_views():
+    rs = np.random.default_rng(2)
+    big = rs.choice(np.array([-1, 1], np.int8), size=(2, 8, 12))
+    thr = local.flip_thresholds("metropolis", 0.44, 1.0, 0.0)
+    streams = np.arange(2, dtype=np.uint32)
+    ref = local.checkerboard_sweeps(big[:, :, :6].copy(), 4, step=0, thresholds=thr, seed=1, streams=streams, xp=xnp)
+    view = big[:, :, :6]
+    assert fused.checkerboard_sweeps(view, 4, step=0, thresholds=thr, seed=1, streams=streams) is view
+    np.testing.assert_array_equal(big[:, :, :6], ref)
 
 
 @given(lattice_case())

@@ -339,27 +339,9 @@ def test_in_place_refinement_equals_reference(shape):
     local_purpose = local.checkerboard_sweeps(spins, 5, step=step, thresholds=thr, seed=8, streams=streams, xp=xnp)
     if spins.size > 16:
         assert not np.array_equal(local_purpose, ref)  # the purpose word matters
-    for fn in (fused._refine_serial, fused._refine_parallel):
-        s = spins.copy()
-        fused.to_row_split(s)
-        fn(s.reshape(shape[0], shape[1], 2, shape[2] // 2), thr, np.int64(8), streams, np.uint64(step), np.int64(5),
-           np.int64(rng.Purpose.REFINE))
-        fused.from_row_split(s)
-        np.testing.assert_array_equal(s, ref)
     s = spins.copy()
     assert fused.refine_sweeps(s, 5, step=step, thresholds=thr, seed=8, streams=streams, purpose=rng.Purpose.REFINE) is s
     np.testing.assert_array_equal(s, ref)
-
-
-def test_row_split_round_trip():
-    s = random_spins((2, 6, 8), 1)
-    t = s.copy()
-    fused.to_row_split(t)
-    a, b = fused_local.split_sublattices(s)
-    np.testing.assert_array_equal(t.reshape(2, 6, 2, 4)[:, :, 0], a)
-    np.testing.assert_array_equal(t.reshape(2, 6, 2, 4)[:, :, 1], b)
-    fused.from_row_split(t)
-    np.testing.assert_array_equal(t, s)
 
 
 def test_refine_zero_and_positive(models):

@@ -1,11 +1,15 @@
 """Fused checkerboard Metropolis / heat bath on the CPU (Numba, threads over replicas and rows).
 
 Same decisions, bit for bit, as :func:`isingcore.mcmc.local.checkerboard_half_sweep`. The kernel
-works on the two colour sublattices stored separately, ``sub[c]`` of shape (R, Lx, Ly/2) with
-``sub[c][r, i, m]`` the spin at (i, j = 2m + ((i + c) & 1)). In this layout the RNG word of a
-site, ``(i*Ly + j)//2 = i*Ly/2 + m``, is simply its flat index, and its four neighbours in the
-other sublattice ``o`` are ``o[i-1, m]``, ``o[i+1, m]``, ``o[i, m]`` and ``o[i, m-1]`` (if the
-row's first active site has j = 0) or ``o[i, m+1]`` (if it has j = 1), all periodic.
+works *in place* on the "row-split" layout: each row i of the lattice is permuted into
+``[colour-0 sites | colour-1 sites]`` (:func:`to_row_split`, undone by :func:`from_row_split`),
+so that ``ab = spins.reshape(R, Lx, 2, Ly/2)`` is a view with ``ab[r, i, c, m]`` the spin at
+(i, j = 2m + ((i + c) & 1)). In this layout the RNG word of a site, ``(i*Ly + j)//2 = i*Ly/2 + m``,
+is simply its flat index within its colour, every colour-row is contiguous, and the four
+neighbours of ``ab[r, i, c, m]`` in the other colour ``o`` are ``ab[r, i-1, o, m]``,
+``ab[r, i+1, o, m]``, ``ab[r, i, o, m]`` and ``ab[r, i, o, m-1]`` (if the row's first active site
+has j = 0) or ``ab[r, i, o, m+1]`` (if it has j = 1), all periodic. No second copy of the lattice
+is made (the inverse-RG refinement of 13,824^2 lattices relies on that).
 """
 
 import numpy as np
@@ -16,30 +20,47 @@ from .philox import words_into
 PURPOSE_LOCAL = 1  # isingcore.random.Purpose.LOCAL: the default counter word 3 (``purpose``)
 
 
-@njit(cache=True)
-def split_sublattices(spins):
+_N_CHUNKS = 64  # rows are handed to threads in at most this many chunks (scratch allocated per chunk)
+
+
+@njit(parallel=True, cache=True)
+def to_row_split(spins):
+    """In place, row by row: row i becomes [spins at j = 2m + (i & 1) | spins at j = 2m + 1 - (i & 1)]."""
     R, Lx, Ly = spins.shape
     half = Ly // 2
-    a = np.empty((R, Lx, half), np.int8)
-    b = np.empty((R, Lx, half), np.int8)
-    for r in range(R):
-        for i in range(Lx):
-            j0 = i & 1  # colour-0 sites in row i start at j = i & 1
-            for m in range(half):
-                a[r, i, m] = spins[r, i, 2 * m + j0]
-                b[r, i, m] = spins[r, i, 2 * m + 1 - j0]
-    return a, b
-
-
-@njit(cache=True)
-def merge_sublattices(a, b, spins):
-    R, Lx, half = a.shape
-    for r in range(R):
-        for i in range(Lx):
+    rows = R * Lx
+    n_chunks = min(rows, _N_CHUNKS)
+    for ch in prange(n_chunks):
+        tmp = np.empty(Ly, np.int8)
+        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            r = rr // Lx
+            i = rr - r * Lx
+            row = spins[r, i]
+            tmp[:] = row
             j0 = i & 1
             for m in range(half):
-                spins[r, i, 2 * m + j0] = a[r, i, m]
-                spins[r, i, 2 * m + 1 - j0] = b[r, i, m]
+                row[m] = tmp[2 * m + j0]
+                row[half + m] = tmp[2 * m + 1 - j0]
+
+
+@njit(parallel=True, cache=True)
+def from_row_split(spins):
+    """Inverse of :func:`to_row_split` (in place)."""
+    R, Lx, Ly = spins.shape
+    half = Ly // 2
+    rows = R * Lx
+    n_chunks = min(rows, _N_CHUNKS)
+    for ch in prange(n_chunks):
+        tmp = np.empty(Ly, np.int8)
+        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            r = rr // Lx
+            i = rr - r * Lx
+            row = spins[r, i]
+            tmp[:] = row
+            j0 = i & 1
+            for m in range(half):
+                row[2 * m + j0] = tmp[m]
+                row[2 * m + 1 - j0] = tmp[half + m]
 
 
 @njit(inline="always", cache=True)
@@ -99,20 +120,16 @@ def _update_row(act, up, dn, row, side, buf, off, thr, symmetric):
 
 
 @njit(inline="always", cache=True)
-def _half_sweep_row(a, b, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose):
+def _half_sweep_row(ab, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose):
     """Update the active sites of row i of replica r in half-sweep ``step`` (colour ``colour``)."""
-    Lx = a.shape[1]
-    half = a.shape[2]
-    if colour == 0:
-        act = a[r, i]
-        oth = b[r]
-    else:
-        act = b[r, i]
-        oth = a[r]
+    Lx = ab.shape[1]
+    half = ab.shape[3]
+    o = 1 - colour
+    act = ab[r, i, colour]
     h0 = i * half
     ng = ((h0 + half + 3) >> 2) - (h0 >> 2)
     words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], h0, step, purpose, seed, stream)
-    up, dn, row, off = oth[(i - 1 + Lx) % Lx], oth[(i + 1) % Lx], oth[i], h0 - 4 * (h0 >> 2)
+    up, dn, row, off = ab[r, (i - 1 + Lx) % Lx, o], ab[r, (i + 1) % Lx, o], ab[r, i, o], h0 - 4 * (h0 >> 2)
     # the row's first active site has j = (i + colour) & 1: side neighbour at m-1 (j = 0) or m+1.
     # Two inlined copies with a literal offset: LLVM vectorises only a constant stride.
     if ((i + colour) & 1) == 0:
@@ -130,9 +147,9 @@ def _is_symmetric(thr):
 
 
 @njit(parallel=True, cache=True)
-def _sweeps_parallel_rows(a, b, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
+def _sweeps_parallel_rows(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
     """Threads over rows (and replicas) inside each half-sweep: for a few large lattices."""
-    R, Lx, half = a.shape
+    R, Lx, _, half = ab.shape
     rows = R * Lx
     n_chunks = min(rows, 64)  # scratch is allocated once per chunk of rows
     ngmax = (half + 6) // 4 + 1
@@ -148,25 +165,25 @@ def _sweeps_parallel_rows(a, b, thr, seed, streams, step0, n_half, purpose=PURPO
             buf = np.empty(4 * ngmax, np.uint32)
             for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
                 r = rr // Lx
-                _half_sweep_row(a, b, r, rr - r * Lx, colour, step, thr, seed, streams[r], symmetric,
+                _half_sweep_row(ab, r, rr - r * Lx, colour, step, thr, seed, streams[r], symmetric,
                                 c0, c1, c2, c3, buf, purpose)
 
 
 @njit(inline="always", cache=True)
-def _replica_half_sweeps(a, b, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose):
+def _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose):
     """All ``n_half`` half-sweeps of replica r."""
-    Lx = a.shape[1]
+    Lx = ab.shape[1]
     for t in range(n_half):
         step = np.uint64(step0) + np.uint64(t)
         colour = np.int64(step & np.uint64(1))
         for i in range(Lx):
-            _half_sweep_row(a, b, r, i, colour, step, thr, seed, streams[r], symmetric, c0, c1, c2, c3, buf, purpose)
+            _half_sweep_row(ab, r, i, colour, step, thr, seed, streams[r], symmetric, c0, c1, c2, c3, buf, purpose)
 
 
 @njit(parallel=True, cache=True)
-def _sweeps_parallel_replicas(a, b, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
+def _sweeps_parallel_replicas(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
     """Threads over replicas, all half-sweeps of a replica in one go: one barrier per call."""
-    R, Lx, half = a.shape
+    R, Lx, _, half = ab.shape
     ngmax = (half + 6) // 4 + 1
     symmetric = _is_symmetric(thr)
     for r in prange(R):
@@ -175,15 +192,15 @@ def _sweeps_parallel_replicas(a, b, thr, seed, streams, step0, n_half, purpose=P
         c2 = np.empty(ngmax, np.uint32)
         c3 = np.empty(ngmax, np.uint32)
         buf = np.empty(4 * ngmax, np.uint32)
-        _replica_half_sweeps(a, b, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
+        _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
 
 
 # A separate function, not njit(parallel=False) of the one above: Numba's on-disk cache keys on
 # the Python function, so two compilations of one function would share (and swap) machine code.
 @njit(cache=True)
-def _sweeps_serial(a, b, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
+def _sweeps_serial(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
     """One thread, replica after replica."""
-    R, Lx, half = a.shape
+    R, Lx, _, half = ab.shape
     ngmax = (half + 6) // 4 + 1
     symmetric = _is_symmetric(thr)
     c0 = np.empty(ngmax, np.uint32)
@@ -192,7 +209,7 @@ def _sweeps_serial(a, b, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCA
     c3 = np.empty(ngmax, np.uint32)
     buf = np.empty(4 * ngmax, np.uint32)
     for r in range(R):
-        _replica_half_sweeps(a, b, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
+        _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
 
 
 #: below this many sites per half-sweep, one thread does all the work (a parallel region's
@@ -214,16 +231,28 @@ def choose_driver(R: int, Lx: int, Ly: int, n_threads: int | None = None):
 
 
 def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, purpose=PURPOSE_LOCAL):
-    """Fused counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps` (in place on NumPy int8).
+    """Fused counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps`, in place on NumPy int8 (R, Lx, Ly).
 
-    ``purpose``: counter word 3 of the random words (``isingcore.random.Purpose``; default LOCAL).
+    The lattice is put into the row-split layout, swept and put back; the layout is restored even
+    if the sweep is interrupted (KeyboardInterrupt is delivered when the compiled call returns).
     """
-    purpose = int(purpose)
-    if not 0 <= purpose < 1 << 32:
-        raise ValueError(f"purpose must be in [0, 2**32), got {purpose}")
-    a, b = split_sublattices(spins)
-    driver = choose_driver(*spins.shape)
-    driver(a, b, np.ascontiguousarray(thresholds, dtype=np.int64), np.int64(seed),
-           np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), int(n_half_steps), np.int64(purpose))
-    merge_sublattices(a, b, spins)
+    if n_half_steps == 0 or spins.size == 0:
+        return spins
+    if not spins.flags.c_contiguous:
+        work = np.ascontiguousarray(spins)
+        checkerboard_sweeps(work, n_half_steps, step=step, thresholds=thresholds, seed=seed, streams=streams,
+                            purpose=purpose)
+        spins[...] = work
+        return spins
+    R, Lx, Ly = spins.shape
+    driver = choose_driver(R, Lx, Ly)
+    split = False
+    try:
+        to_row_split(spins)
+        split = True
+        driver(spins.reshape(R, Lx, 2, Ly // 2), np.ascontiguousarray(thresholds, dtype=np.int64), np.int64(seed),
+               np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), int(n_half_steps), np.int64(purpose))
+    finally:
+        if split:
+            from_row_split(spins)
     return spins

@@ -13,18 +13,15 @@ Sampling (:func:`sample_rows`)
     exists for the whole fine lattice.
 
 Refinement (:func:`refine_sweeps`)
-    Checkerboard Metropolis on the fine lattice *in place*, without the sublattice copy of
-    :mod:`isingcore.backends.numba_cpu.local` (which would cost one more byte per spin): each row
-    is permuted in place into the "row-split" layout ``[colour-0 sites of row i | colour-1 sites]``
-    (:func:`to_row_split`), which gives the same contiguous sublattice rows as the copy, the same
-    inner loop (:func:`isingcore.backends.numba_cpu.local._update_row`, inlined) and hence the same
-    bits as :func:`isingcore.mcmc.local.checkerboard_sweeps`; :func:`from_row_split` undoes it.
+    Checkerboard Metropolis on the fine lattice *in place*: this is
+    :func:`isingcore.backends.numba_cpu.local.checkerboard_sweeps`, which permutes each row into the
+    row-split layout and back instead of copying the lattice (no extra byte per spin).
 
 Statistics (:func:`lattice_sums`)
     Exact integer sums for ``m``, ``c10x``, ``c10y`` and ``c11`` without int32 copies of the lattice.
 
-Numba cache: the functions here inline ``_update_row`` and ``words_into`` from ``local.py`` and
-``philox.py``; after editing those, delete ``__pycache__/upscale.*.nb[ic]`` (Numba checks only the
+Numba cache: the functions here inline ``words_into`` from ``philox.py``; after editing it,
+delete ``__pycache__/upscale.*.nb[ic]`` (Numba checks only the
 stamp of the file that defines a cached function).
 """
 
@@ -35,7 +32,7 @@ from numba import njit, prange
 
 from isingcore.rg.upscale import EXP_COEFFS, INV_LN2, LN2_HI, LN2_LO, POW2, TWO32_F, X_MAX
 
-from .local import SERIAL_SITES, _is_symmetric, _update_row
+from .local import SERIAL_SITES, checkerboard_sweeps
 from .philox import words_into
 
 KIND_LOGIT = 0
@@ -232,126 +229,9 @@ def sample_rows(field, coarse, fine, *, n0, x0, skip, b, kind, clamp, seed, stre
 
 
 # --------------------------------------------------------------------------------------------
-# refinement in the row-split layout
+# refinement: the local-update kernel, which works in place (no second copy of the lattice)
 # --------------------------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def to_row_split(spins):
-    """In place, row by row: row i becomes [spins at j = 2m + (i & 1) | spins at j = 2m + 1 - (i & 1)]."""
-    R, Lx, Ly = spins.shape
-    half = Ly // 2
-    rows = R * Lx
-    n_chunks = min(rows, _N_CHUNKS)
-    for ch in prange(n_chunks):
-        tmp = np.empty(Ly, np.int8)
-        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
-            r = rr // Lx
-            i = rr - r * Lx
-            row = spins[r, i]
-            for j in range(Ly):
-                tmp[j] = row[j]
-            j0 = i & 1
-            for m in range(half):
-                row[m] = tmp[2 * m + j0]
-                row[half + m] = tmp[2 * m + 1 - j0]
-
-
-@njit(parallel=True, cache=True)
-def from_row_split(spins):
-    """Inverse of :func:`to_row_split` (in place)."""
-    R, Lx, Ly = spins.shape
-    half = Ly // 2
-    rows = R * Lx
-    n_chunks = min(rows, _N_CHUNKS)
-    for ch in prange(n_chunks):
-        tmp = np.empty(Ly, np.int8)
-        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
-            r = rr // Lx
-            i = rr - r * Lx
-            row = spins[r, i]
-            for j in range(Ly):
-                tmp[j] = row[j]
-            j0 = i & 1
-            for m in range(half):
-                row[2 * m + j0] = tmp[m]
-                row[2 * m + 1 - j0] = tmp[half + m]
-
-
-@njit(inline="always", cache=True)
-def _rs_half_sweep_row(ab, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose):
-    """Row i of replica r in half-sweep ``step``: ``ab[r, i, c]`` is the colour-c part of row i."""
-    Lx = ab.shape[1]
-    half = ab.shape[3]
-    o = 1 - colour
-    act = ab[r, i, colour]
-    h0 = i * half
-    ng = ((h0 + half + 3) >> 2) - (h0 >> 2)
-    words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], h0, step, purpose, seed, stream)
-    up = ab[r, (i - 1 + Lx) % Lx, o]
-    dn = ab[r, (i + 1) % Lx, o]
-    row = ab[r, i, o]
-    off = h0 - 4 * (h0 >> 2)
-    if ((i + colour) & 1) == 0:
-        _update_row(act, up, dn, row, -1, buf, off, thr, symmetric)
-    else:
-        _update_row(act, up, dn, row, 1, buf, off, thr, symmetric)
-
-
-@njit(parallel=True, cache=True)
-def _refine_parallel(ab, thr, seed, streams, step0, n_half, purpose):
-    R, Lx, _, half = ab.shape
-    rows = R * Lx
-    n_chunks = min(rows, _N_CHUNKS)
-    ngmax = (half + 6) // 4 + 1
-    symmetric = _is_symmetric(thr)
-    for t in range(n_half):
-        step = np.uint64(step0) + np.uint64(t)
-        colour = np.int64(step & np.uint64(1))
-        for ch in prange(n_chunks):
-            c0 = np.empty(ngmax, np.uint32)
-            c1 = np.empty(ngmax, np.uint32)
-            c2 = np.empty(ngmax, np.uint32)
-            c3 = np.empty(ngmax, np.uint32)
-            buf = np.empty(4 * ngmax, np.uint32)
-            for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
-                r = rr // Lx
-                _rs_half_sweep_row(ab, r, rr - r * Lx, colour, step, thr, seed, streams[r], symmetric,
-                                   c0, c1, c2, c3, buf, purpose)
-
-
-@njit(cache=True)
-def _refine_serial(ab, thr, seed, streams, step0, n_half, purpose):
-    R, Lx, _, half = ab.shape
-    ngmax = (half + 6) // 4 + 1
-    symmetric = _is_symmetric(thr)
-    c0 = np.empty(ngmax, np.uint32)
-    c1 = np.empty(ngmax, np.uint32)
-    c2 = np.empty(ngmax, np.uint32)
-    c3 = np.empty(ngmax, np.uint32)
-    buf = np.empty(4 * ngmax, np.uint32)
-    for r in range(R):
-        for t in range(n_half):
-            step = np.uint64(step0) + np.uint64(t)
-            colour = np.int64(step & np.uint64(1))
-            for i in range(Lx):
-                _rs_half_sweep_row(ab, r, i, colour, step, thr, seed, streams[r], symmetric,
-                                   c0, c1, c2, c3, buf, purpose)
-
-
-def refine_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, purpose):
-    """In-place counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps` (same bits), no extra lattice.
-
-    ``spins``: C-contiguous int8 (R, Lx, Ly), Lx and Ly even; updated in place and returned.
-    """
-    R, Lx, Ly = spins.shape
-    if n_half_steps == 0 or spins.size == 0:
-        return spins
-    to_row_split(spins)
-    ab = spins.reshape(R, Lx, 2, Ly // 2)  # a view: the same buffer
-    fn = _refine_parallel if _parallel(R * Lx * Ly // 2) else _refine_serial
-    fn(ab, np.ascontiguousarray(thresholds, dtype=np.int64), np.int64(seed),
-       np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), np.int64(n_half_steps), np.int64(purpose))
-    from_row_split(spins)
-    return spins
+refine_sweeps = checkerboard_sweeps
 
 
 # --------------------------------------------------------------------------------------------
