@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="versions, backends, devices and usable onnxruntime providers")
 
+    p = sub.add_parser("report", help="physics report (Markdown + HTML with PNG figures): is this critical Ising?")
+    p.add_argument("file")
+    p.add_argument("--reference", default=None, help="a reference ensemble (e.g. cluster MC at the same size)")
+    p.add_argument("--out", default=None, help="output directory (default: FILE without .h5, plus _report)")
+    p.add_argument("--max-configs", type=_positive_int, default=200,
+                   help="configurations read for the spatial estimators (G(r), S(k))")
+
     p = sub.add_parser("models", help="list the shipped inverse-RG upscaling models")
     p.add_argument("--dir", default=None, help="list the .onnx models of this directory instead of the shipped ones")
     p.add_argument("--json", action="store_true", help="one JSON list instead of the table")
@@ -387,6 +394,19 @@ def main(argv=None) -> int:
         return cmd_info()
     if args.command == "models":
         return cmd_models(args)
+    if args.command == "report":
+        from .io import EnsembleFormatError
+        from .report import make_report
+
+        out = args.out or (os.path.splitext(args.file)[0] + "_report")
+        try:
+            res = make_report(args.file, out, reference=args.reference, max_configs=args.max_configs)
+        except (FileNotFoundError, EnsembleFormatError, ValueError) as exc:
+            print(f"isingcore report: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {os.path.join(out, 'report.html')} and report.md ({len(res['files']) - 2} figures); "
+              f"{res['n_flagged']} observable(s) off by more than 3 errors")
+        return 0
     if args.command in ("analyze", "analyse"):
         from .analysis import analyze_ensemble, format_table
         from .io import EnsembleFormatError
