@@ -37,6 +37,7 @@ from isingcore import exact
 from isingcore.analysis import chain_series
 from isingcore.io import open_ensemble
 from isingcore.measure import binder_cumulant, derived, gamma_method, magnetization_energy_cumulant
+from isingcore.measure.fss import pair_exponent
 
 ETA_RATIO = 7.0 / 4.0  # gamma/nu of the 2D Ising model
 
@@ -106,24 +107,20 @@ def verdict(dev: float, err: float, tol: float) -> str:
 MARK = {"pass": "", "fail": " ✗", "unresolved": " ?"}
 
 
-def exponent(a, b, ratio: float) -> tuple[float, float]:
-    """log(a/b)/log(ratio) with the error of two independent estimates."""
-    v = math.log(a.mean / b.mean) / math.log(ratio)
-    err = math.hypot(a.error / a.mean, b.error / b.mean) / math.log(ratio)
-    return v, err
-
-
 def fss_table(per_L: dict, ratio: int = 4) -> list[dict]:
-    """gamma/nu from chi and 1/nu from c_me for the pairs (L, L/ratio) present in ``per_L``."""
+    """gamma/nu from chi and 1/nu from c_me for the pairs (L, L/ratio) present in ``per_L``.
+
+    ``p = ln(Y(L)/Y(L/ratio)) / ln(ratio)`` with independent errors: :func:`isingcore.measure.fss.pair_exponent`.
+    """
     rows = []
     for L in sorted(per_L):
         if L % ratio or (L // ratio) not in per_L:
             continue
         a, b = per_L[L], per_L[L // ratio]
-        g, ge = exponent(a["chi"], b["chi"], ratio)
-        n, ne = exponent(a["c_me"], b["c_me"], ratio)
-        rows.append({"pair": [L, L // ratio], "gamma_over_nu": g, "gamma_over_nu_err": ge,
-                     "one_over_nu": n, "one_over_nu_err": ne})
+        g = pair_exponent(a["chi"], b["chi"], ratio, sizes=(L // ratio, L))
+        n = pair_exponent(a["c_me"], b["c_me"], ratio, sizes=(L // ratio, L))
+        rows.append({"pair": [L, L // ratio], "gamma_over_nu": g.value, "gamma_over_nu_err": g.error,
+                     "one_over_nu": n.value, "one_over_nu_err": n.error})
     return rows
 
 
