@@ -264,13 +264,13 @@ def test_measure_ensemble_by_chain_and_independent_of_block(tmp_path):
     step = np.repeat(np.arange(6), 2)
     with EnsembleWriter.create(tmp_path / "e.h5", attrs) as w:
         w.append(spins, None, chain, step)
-    d1, cs = mcrg.measure_ensemble(tmp_path / "e.h5", levels=2, couplings="minimal", seed=2, block=5)
-    d2, _ = mcrg.measure_ensemble(tmp_path / "e.h5", levels=2, couplings="minimal", seed=2, block=64)
+    d1, cs = mcrg.mcrg_ensemble_densities(tmp_path / "e.h5", levels=2, couplings="minimal", seed=2, block=5)
+    d2, _ = mcrg.mcrg_ensemble_densities(tmp_path / "e.h5", levels=2, couplings="minimal", seed=2, block=64)
     assert d1.shape == (2, 6, 3, 6) and np.array_equal(d1, d2)
     full = mcrg.mcrg_densities(spins, 2, cs, seed=2, streams=np.arange(12))
     assert np.array_equal(d1[0], full[1::2]) and np.array_equal(d1[1], full[0::2])
     with open_ensemble(tmp_path / "e.h5") as e:
-        d3, _ = mcrg.measure_ensemble(e, couplings="minimal", seed=2)
+        d3, _ = mcrg.mcrg_ensemble_densities(e, couplings="minimal", seed=2)
     assert d3.shape == (2, 6, 3, 6)
 
 

@@ -98,7 +98,7 @@ __all__ = [
     "connected_matrices",
     "linearized_rg_matrix",
     "mcrg_exponents",
-    "measure_ensemble",
+    "mcrg_ensemble_densities",
     "MCRGResult",
     "EXACT_Y_T",
     "EXACT_Y_H",
@@ -448,7 +448,7 @@ def _moments(x: np.ndarray, y: np.ndarray):
     return x.sum(0), y.sum(0), y.T @ x, y.T @ y
 
 
-def _matrices_from_means(mx, my, myx, myy, odd_mask, b: int, z2_symmetric: bool):
+def _matrices_from_means(mx, my, myx, myy, odd_mask, z2_symmetric: bool):
     """Connected ``A`` and ``B`` (of the densities) from the means of ``x = s^(n)``, ``y = s^(n+1)``."""
     if z2_symmetric:
         mx = np.where(odd_mask, 0.0, mx)
@@ -476,7 +476,7 @@ def connected_matrices(densities, level: int = 0, couplings="minimal", *, z2_sym
     sx, sy, syx, syy = _moments(x, y)
     N = x.shape[0]
     odd = np.array([c.parity == "odd" for c in couplings])
-    return _matrices_from_means(sx / N, sy / N, syx / N, syy / N, odd, 2, z2_symmetric)
+    return _matrices_from_means(sx / N, sy / N, syx / N, syy / N, odd, z2_symmetric)
 
 
 def _check_P(d: np.ndarray, couplings) -> None:
@@ -628,7 +628,7 @@ def mcrg_exponents(densities, couplings="minimal", *, level: int = 1, b: int = 2
     # index 0: all data; 1..n_bins: leave bin k out
     means = [np.concatenate([t[None] / n_used, (t[None] - a) / (n_used - B)]) for t, a in zip(tot, (sx, sy, syx, syy))]
     odd_mask = np.array([False] * len(even_idx) + [True] * len(odd_idx))
-    A, Bm = _matrices_from_means(*means, odd_mask, b, z2_symmetric)
+    A, Bm = _matrices_from_means(*means, odd_mask, z2_symmetric)
     ne = len(even_idx)
     res = {}
     for sector, sl in (("even", slice(0, ne)), ("odd", slice(ne, len(sel)))):
@@ -659,8 +659,9 @@ def mcrg_exponents(densities, couplings="minimal", *, level: int = 1, b: int = 2
 # ---------------------------------------------------------------------------------------------
 
 
-def measure_ensemble(path_or_ensemble, levels: int | None = None, couplings="3x3", *, b: int = 2, seed: int = 0,
-                     block: int = 256, kernel: str = "auto", limit: int | None = None, progress: bool = False):
+def mcrg_ensemble_densities(path_or_ensemble, levels: int | None = None, couplings="3x3", *, b: int = 2,
+                            seed: int = 0, block: int = 256, kernel: str = "auto", limit: int | None = None,
+                            progress: bool = False):
     """Operator densities of every configuration of an isingcore HDF5 ensemble, by chain.
 
     Configuration ``i`` of the file is blocked with tie-breaking stream ``i`` (see

@@ -22,11 +22,10 @@ import argparse
 import json
 import time
 
-import numpy as np
 
 from isingcore.io import open_ensemble
 from isingcore.measure import format_value_error as fve
-from isingcore.measure.mcrg import EXACT_Y_H, EXACT_Y_T, coupling_set, measure_ensemble, mcrg_exponents
+from isingcore.measure.mcrg import EXACT_Y_H, EXACT_Y_T, coupling_set, mcrg_ensemble_densities, mcrg_exponents
 
 #: (n_even, n_odd) truncations of the 36 couplings (each sector ordered by locality)
 TRUNCATIONS = ((1, 1), (2, 2), (3, 2), (5, 4), (6, 4), (10, 6), (15, 8), (20, 10), (25, 11))
@@ -50,7 +49,7 @@ def analyse(path: str, seed: int, n_bins: int | None, limit: int | None) -> dict
     with open_ensemble(path) as ens:
         L = ens.Lx
         attrs = ens.attrs
-    d, cs = measure_ensemble(path, couplings="3x3", seed=seed, limit=limit)
+    d, cs = mcrg_ensemble_densities(path, couplings="3x3", seed=seed, limit=limit)
     t_meas = time.perf_counter() - t0
     R, N, n_lv, _ = d.shape
     minimal = coupling_set("minimal")
