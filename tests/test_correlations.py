@@ -161,6 +161,14 @@ def test_batched_leading_axes_and_consistency_with_observables(backend):
     np.testing.assert_allclose(S[..., 0, 0], 80 * m**2, atol=1e-10)
 
 
+def test_wider_integer_dtypes():
+    rng = np.random.default_rng(4)
+    s = random_spins(rng, (2, 6, 6))
+    for dt in (np.int16, np.int32, np.int64):
+        np.testing.assert_array_equal(correlation_map(s.astype(dt)), correlation_map(s))
+        np.testing.assert_array_equal(tiled_correlation(s.astype(dt), 3, 2).mean, tiled_correlation(s, 3, 2).mean)
+
+
 def test_array_api_strict_agrees_with_numpy():
     rng = np.random.default_rng(11)
     s = random_spins(rng, (3, 12, 9))
@@ -479,10 +487,12 @@ def test_bad_spins():
         correlation_map(np.zeros((4, 4), dtype=np.int8))
     with pytest.raises(ValueError, match="spins must hold only the values"):
         structure_factor(np.full((4, 4), 2, dtype=np.int8))
-    with pytest.raises(TypeError, match="spins must be an integer array"):
+    with pytest.raises(TypeError, match="spins must be a signed integer array"):
         correlation_map(np.ones((4, 4)))
-    with pytest.raises(TypeError, match="spins must be an integer array"):
+    with pytest.raises(TypeError, match="spins must be a signed integer array"):
         correlation_map(np.ones((4, 4), dtype=bool))
+    with pytest.raises(TypeError, match="spins must be a signed integer array"):
+        tiled_correlation(np.ones((4, 4), dtype=np.uint8), 2)
     with pytest.raises(ValueError, match="at least 2 x 2"):
         correlation_along_axes(np.ones((1, 6), dtype=np.int8))
     with pytest.raises(ValueError, match="at least 2 dimensions"):
