@@ -68,8 +68,13 @@ def exact_references(beta: float, Lx: int, Ly: int, J: float = 1.0, h: float = 0
     return ref
 
 
-def analyze_ensemble(path_or_ensemble, S: float = 2.0) -> dict:
-    """Analyse an ensemble file; returns a JSON-ready dict (see ``isingcore analyze --json``)."""
+def analyze_ensemble(path_or_ensemble, S: float = 2.0, *, correlations: bool = True, mcrg: bool = False,
+                     n_diagonal: int = 16) -> dict:
+    """Analyse an ensemble file; returns a JSON-ready dict (see ``isingcore analyze --json``).
+
+    ``correlations``: add ``correlation_diagonal`` (n = 1..``n_diagonal``); ``mcrg``: add the MCRG
+    exponents (:func:`mcrg_summary`).
+    """
     from .io import open_ensemble
     from .measure import analyze_series
 
@@ -93,7 +98,7 @@ def analyze_ensemble(path_or_ensemble, S: float = 2.0) -> dict:
             e = est[name]
             rows[name] = Row(name, float(e.mean), float(e.error), float(e.tau_int), ref.get(name))
     n_chains, n_per = series["energy"].shape
-    return {
+    out = {
         "size": Lx if Lx == Ly else [Lx, Ly],
         "beta": beta,
         "J": J,
@@ -105,6 +110,54 @@ def analyze_ensemble(path_or_ensemble, S: float = 2.0) -> dict:
         "observables": {k: {"mean": r.mean, "error": r.error, "tau_int": r.tau_int, "exact": r.exact,
                             "z": r.z} for k, r in rows.items()},
     }
+    if correlations and min(Lx, Ly) >= 4 and n_per >= 4:
+        out["correlation_diagonal"] = diagonal_correlation_summary(ens, beta, J, h, n_max=n_diagonal, S=S)
+    if mcrg:
+        out["mcrg"] = mcrg_summary(ens)
+    return out
+
+
+def diagonal_correlation_summary(ens, beta: float, J: float = 1.0, h: float = 0.0, n_max: int = 16,
+                                 S: float = 2.0) -> dict:
+    """``<s_{0,0} s_{n,n}>`` (sites and both diagonals averaged) with Γ-method errors, n = 1..n_max.
+
+    ``exact``: the infinite-lattice value at K_c (McCoy & Wu, ch. XI) when the ensemble is at K_c and
+    h = 0, else None; on a finite torus it differs by a finite-size correction that grows with n/L.
+    """
+    from .constants import K_C
+    from .exact import critical_diagonal_correlation
+    from .measure.correlations import correlation_function
+
+    n_max = max(1, min(n_max, min(ens.Lx, ens.Ly) // 2))
+    cf = correlation_function(ens, direction="diagonal", r_max=n_max, S=S)
+    n = np.arange(1, n_max + 1)
+    at_kc = h == 0.0 and abs(beta * J - K_C) < 1e-12
+    exact = [float(v) for v in critical_diagonal_correlation(n)] if at_kc else None
+    return {"n": n.tolist(), "mean": [float(v) for v in cf.mean[1:]], "error": [float(v) for v in cf.error[1:]],
+            "tau_int": [float(v) for v in cf.tau_int[1:]], "exact_infinite_lattice": exact}
+
+
+def mcrg_summary(ens, couplings: str = "minimal", seed: int = 0) -> dict:
+    """Swendsen's MCRG exponents y_t, y_h (2x2 majority rule) of an ensemble, with jackknife errors.
+
+    Uses the highest blocking level ``n`` with T^(n) between lattices of at least 8 sites a side
+    and at most level 1 (the level the issue's criterion and seed 003 use).
+    """
+    from .measure.mcrg import coupling_set, mcrg_ensemble_densities, mcrg_exponents
+
+    L = min(ens.Lx, ens.Ly)
+    if L < 16:
+        raise ValueError(f"--mcrg needs a lattice of at least 16x16 (two 2x2 blockings to >= 4 sites), got {ens.Lx}x{ens.Ly}")
+    cs = coupling_set(couplings)
+    levels = 2 if L >= 32 else 1
+    dens, cs = mcrg_ensemble_densities(ens, levels=levels, couplings=cs, seed=seed)
+    level = levels - 1
+    res = mcrg_exponents(dens, cs, level=level)
+    est = lambda e: {"mean": float(e.mean), "error": float(e.error)}  # noqa: E731
+    yt = res.y_t
+    yh = res.y_h
+    return {"y_t": est(yt), "y_h": est(yh), "level": level, "lattices": [L >> level, L >> (level + 1)],
+            "couplings": couplings, "exact": {"y_t": 1.0, "y_h": 15 / 8}}
 
 
 def format_table(result: dict) -> str:
@@ -121,4 +174,19 @@ def format_table(result: dict) -> str:
         z = "" if o["z"] is None else f"{o['z']:+.2f}"
         lines.append(f"{name:<16}{val:>22}{tau:>10}{ex:>18}{z:>8}")
     lines.append("tau_int in units of the stored spacing; errors by the Gamma method (U. Wolff, CPC 156 (2004) 143).")
+    cd = result.get("correlation_diagonal")
+    if cd:
+        lines.append("")
+        lines.append(f"{'n':>4}{'<s(0,0) s(n,n)>':>22}{'infinite lattice, K_c':>24}")
+        for k, n in enumerate(cd["n"][:8]):
+            ex = cd["exact_infinite_lattice"]
+            lines.append(f"{n:>4}{format_value_error(cd['mean'][k], cd['error'][k]):>22}"
+                         + (f"{ex[k]:>24.10f}" if ex else ""))
+    mc = result.get("mcrg")
+    if mc:
+        lines.append("")
+        lines.append(f"MCRG (2x2 majority rule, {mc['couplings']} couplings, T^({mc['level']}) between "
+                     f"{mc['lattices'][0]}^2 and {mc['lattices'][1]}^2): "
+                     f"y_t = {format_value_error(mc['y_t']['mean'], mc['y_t']['error'])} (exact 1), "
+                     f"y_h = {format_value_error(mc['y_h']['mean'], mc['y_h']['error'])} (exact 15/8)")
     return "\n".join(lines)

@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", aliases=["analyse"], help="observables with errors and exact values")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    p.add_argument("--mcrg", action="store_true", help="also Swendsen's MCRG exponents y_t, y_h (2x2 majority rule)")
 
     sub.add_parser("info", help="versions, backends, devices and usable onnxruntime providers")
 
@@ -415,8 +416,8 @@ def main(argv=None) -> int:
             print(f"isingcore analyze: no such file: {args.file}", file=sys.stderr)
             return 2
         try:
-            result = analyze_ensemble(args.file)
-        except EnsembleFormatError as exc:
+            result = analyze_ensemble(args.file, mcrg=args.mcrg)
+        except (EnsembleFormatError, ValueError) as exc:
             print(f"isingcore analyze: {exc}", file=sys.stderr)
             return 2
         print(json.dumps(result) if args.json else format_table(result))

@@ -154,3 +154,20 @@ def test_upscale_errors_are_named(tmp_path):
     p = run("upscale", "--model", "m", "--stages", "0", "--out", tmp_path / "x.h5", check=False)
     assert p.returncode != 0 and "--stages" in p.stderr
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_analyze_json_has_diagonal_correlation_and_mcrg(tmp_path):
+    out = tmp_path / "w.h5"
+    run("sample", "--size", 32, "--algorithm", "wolff", "--configs", 300, "--chains", 4, "--seed", 5, "--out", out)
+    res = json.loads(run("analyze", out, "--json", "--mcrg").stdout)
+    cd = res["correlation_diagonal"]
+    assert cd["n"] == list(range(1, 17)) and len(cd["mean"]) == len(cd["error"]) == 16
+    # at K_c the nearest diagonal correlation is 2/pi plus a small finite-size excess at L = 32
+    assert cd["exact_infinite_lattice"][0] == pytest.approx(2 / np.pi)
+    assert abs(cd["mean"][0] - 2 / np.pi - 0.009) < 5 * cd["error"][0] + 0.005
+    assert all(a > b for a, b in zip(cd["mean"][:8], cd["mean"][1:8]))  # decays (far from the periodic images)
+    mc = res["mcrg"]
+    assert abs(mc["y_h"]["mean"] - 15 / 8) < 5 * mc["y_h"]["error"] + 0.01
+    assert abs(mc["y_t"]["mean"] - 1) < 5 * mc["y_t"]["error"] + 0.05
+    p = run("analyze", out, "--mcrg")
+    assert "MCRG" in p.stdout and "<s(0,0) s(n,n)>" in p.stdout
