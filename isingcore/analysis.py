@@ -34,13 +34,25 @@ class Row:
         return (self.mean - self.exact) / self.error
 
 
+#: chains shorter than this are not analysed chain by chain (the Γ-method needs a few samples each)
+MIN_CHAIN = 4
+
+
 def chain_series(ens, names) -> dict[str, np.ndarray]:
-    """Per-chain series (C, n) of the named observables, ordered by step, truncated to a common length."""
+    """Per-chain series (C, n) of the named observables, ordered by step, truncated to a common length.
+
+    Ensembles of independent configurations stored as one chain each (``isingcore upscale``
+    writes one chain per upscaled seed) are returned as a single series (1, N) in file order:
+    their configurations are independent draws, so the Γ-method then finds tau_int = 1/2.
+    """
     chain = np.asarray(ens.chain)
     step = np.asarray(ens.step)
     chains = np.unique(chain)
     order = [np.flatnonzero(chain == c)[np.argsort(step[chain == c], kind="stable")] for c in chains]
     n = min(len(o) for o in order)
+    if n < MIN_CHAIN and len(chain) >= MIN_CHAIN and max(len(o) for o in order) < MIN_CHAIN:
+        order = [np.arange(len(chain))]
+        n = len(chain)
     out = {}
     for name in names:
         full = np.asarray(ens.observables[name], dtype=np.float64)
@@ -129,7 +141,14 @@ def diagonal_correlation_summary(ens, beta: float, J: float = 1.0, h: float = 0.
     from .measure.correlations import correlation_function
 
     n_max = max(1, min(n_max, min(ens.Lx, ens.Ly) // 2))
-    cf = correlation_function(ens, direction="diagonal", r_max=n_max, S=S)
+    chain = np.asarray(ens.chain)
+    if np.bincount(np.unique(chain, return_inverse=True)[1]).min() < MIN_CHAIN:
+        # independent configurations, one per chain (upscaled files): one series, at most 2^27 sites read
+        k = max(MIN_CHAIN, min(len(ens), (1 << 27) // (ens.Lx * ens.Ly)))
+        source = ens[list(np.unique(np.linspace(0, len(ens) - 1, k).round().astype(int)))]
+    else:
+        source = ens
+    cf = correlation_function(source, direction="diagonal", r_max=n_max, S=S)
     n = np.arange(1, n_max + 1)
     at_kc = h == 0.0 and abs(beta * J - K_C) < 1e-12
     exact = [float(v) for v in critical_diagonal_correlation(n)] if at_kc else None
@@ -151,8 +170,11 @@ def mcrg_summary(ens, couplings: str = "minimal", seed: int = 0) -> dict:
     cs = coupling_set(couplings)
     levels = 2 if L >= 32 else 1
     dens, cs = mcrg_ensemble_densities(ens, levels=levels, couplings=cs, seed=seed)
+    if dens.shape[1] < MIN_CHAIN:  # independent configurations stored one per chain: one series
+        dens = dens.reshape((1, -1) + dens.shape[2:])
     level = levels - 1
-    res = mcrg_exponents(dens, cs, level=level)
+    R, N = dens.shape[:2]
+    res = mcrg_exponents(dens, cs, level=level, n_bins=R * max(1, min(N, -(-50 // R))))
     est = lambda e: {"mean": float(e.mean), "error": float(e.error)}  # noqa: E731
     yt = res.y_t
     yh = res.y_h

@@ -69,3 +69,36 @@ def test_report_cli_and_bad_input(ensembles, tmp_path):
     bad.write_bytes(b"not hdf5" * 20)
     p = run(bad)
     assert p.returncode == 2 and "bad.h5" in p.stderr
+
+
+def test_report_on_independent_configurations_one_per_chain(tmp_path):
+    """Upscaled files store each configuration as its own chain: analysed as one series of independent draws."""
+    from isingcore.analysis import analyze_ensemble
+
+    sim = isingcore.Simulation(size=32, algorithm="wolff", seed=4, replicas=24)
+    sim.sweep(40)
+    attrs = dict(algorithm="irg", beta=isingcore.BETA_C, J=1.0, h=0.0, Lx=32, Ly=32, seed=4, thermalization=40,
+                 spacing=0, backend="numpy")
+    path = str(tmp_path / "indep.h5")
+    with iio.EnsembleWriter.create(path, attrs, ["energy", "magnetization"], overwrite=True) as w:
+        for n in range(24):
+            w.append(sim.spins[n:n + 1], None, chain=n, step=1)
+    res = analyze_ensemble(path, mcrg=True)
+    assert res["n_chains"] == 1 and res["n_configs"] == 24
+    assert abs(res["observables"]["energy"]["tau_int"] - 0.5) < 0.3
+    assert len(res["correlation_diagonal"]["n"]) == 16 and "y_h" in res["mcrg"]
+    out = make_report(path, str(tmp_path / "rep"))
+    assert (tmp_path / "rep" / "correlation.png").exists() and out["n_flagged"] == 0
+
+
+def test_report_of_a_single_configuration(tmp_path):
+    sim = isingcore.Simulation(size=16, algorithm="wolff", seed=1)
+    sim.sweep(20)
+    attrs = dict(algorithm="irg", beta=isingcore.BETA_C, J=1.0, h=0.0, Lx=16, Ly=16, seed=1, thermalization=20,
+                 spacing=0, backend="numpy")
+    path = str(tmp_path / "one.h5")
+    with iio.EnsembleWriter.create(path, attrs, ["energy", "magnetization"], overwrite=True) as w:
+        w.append(sim.spins, None, chain=0, step=1)
+    out = make_report(path, str(tmp_path / "rep1"))
+    assert "configuration.png" in out["files"]
+    assert "energy" in (tmp_path / "rep1" / "report.md").read_text()
