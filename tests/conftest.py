@@ -1,6 +1,7 @@
 import os
 
 import pytest
+from backend_testing import BACKENDS
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -10,6 +11,12 @@ settings.register_profile(
     max_examples=int(os.environ.get("ISINGCORE_HYPOTHESIS_EXAMPLES", "40")),
 )
 settings.load_profile("isingcore")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The name of an array backend; tests using it run once per backend (backend_testing.BACKENDS)."""
+    return request.param
 
 
 def _cupy_usable():

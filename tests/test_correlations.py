@@ -14,9 +14,10 @@ import warnings
 
 import numpy as np
 import pytest
+from backend_testing import as_np, on
 
 from isingcore import exact
-from isingcore._array import cupy_status, namespace, to_numpy
+from isingcore._array import namespace, to_numpy
 from isingcore.constants import K_C
 from isingcore.measure import (
     correlation_along_axes,
@@ -34,26 +35,6 @@ from isingcore.measure import (
     tiled_correlation,
     wavevectors,
 )
-
-BACKENDS = [
-    "numpy",
-    "array_api_strict",
-    pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(not cupy_status()[0], reason=cupy_status()[1])]),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-def on(backend, a):
-    xp = namespace(backend)
-    return np.asarray(a) if backend == "numpy" else xp.asarray(a)
-
-
-def as_np(x):
-    return np.asarray(to_numpy(x), dtype=np.float64)
 
 
 def random_spins(rng, shape):

@@ -12,8 +12,9 @@ import warnings
 
 import numpy as np
 import pytest
+from backend_testing import as_np, on
 
-from isingcore._array import backend_of, cupy_status, namespace, to_numpy
+from isingcore._array import backend_of, namespace
 from isingcore.constants import K_C
 from isingcore.measure import (
     OBSERVABLES,
@@ -32,28 +33,6 @@ from isingcore.measure import (
     susceptibility,
     susceptibility_connected,
 )
-
-BACKENDS = [
-    "numpy",
-    "array_api_strict",
-    pytest.param("cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(not cupy_status()[0], reason=cupy_status()[1])]),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-def on(backend, a):
-    """NumPy int8 array -> array of the backend."""
-    xp = namespace(backend)
-    return np.asarray(a) if backend == "numpy" else xp.asarray(a)
-
-
-def as_np(x):
-    return np.asarray(to_numpy(x), dtype=np.float64)
-
 
 # ---------------------------------------------------------------------------------------------
 # Hand-made lattices
@@ -391,7 +370,7 @@ def test_c_me_sign_convention():
 
 def test_analyze_series_partial_inputs_and_errors():
     rng = np.random.default_rng(10)
-    x = lambda: rng.random((2, 500))  # noqa: E731
+    x = lambda: rng.random((2, 500))
     res = analyze_series({"m2": x(), "m4": x(), "other": "ignored"}, beta=0.4, n_sites=16)
     assert list(res) == ["m2", "m4", "binder", "susceptibility"]
     res = analyze_series({"energy": x()}, beta=0.4, n_sites=16)
