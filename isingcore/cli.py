@@ -5,6 +5,7 @@ Subcommands::
     isingcore run                      # the main job on its defaults: sample, write HDF5, analyse
     isingcore sample --size L --beta B --algorithm A --configs N --spacing K --thermalize T \\
                      --seed S --backend numpy --out FILE.h5 [--chains C] [--resume]
+                     [--workers N | --scheduler ADDRESS]      # chains over Dask workers (isingcore.distributed)
     isingcore analyze FILE.h5 [--json]
     isingcore info
     isingcore models [--dir DIR] [--json]         # the shipped inverse-RG upscaling models
@@ -135,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same file and parameters")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=_positive_int, default=None,
+                   help="split the chains over a local Dask cluster of N single-threaded worker processes "
+                        "(N <= --chains; one shard file per worker, joined into --out; needs isingcore[dist])")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="split the chains over the workers of an existing Dask cluster (min(workers, chains) shards)")
 
     p = sub.add_parser("analyze", aliases=["analyse"], help="observables with errors and exact values")
     p.add_argument("file")
@@ -168,6 +175,10 @@ def sample(args, *, overwrite: bool, resume: bool, progress: bool, log=print) ->
     import numpy as np
 
     fill_schedule(args)
+    if getattr(args, "workers", None) is not None or getattr(args, "scheduler", None) is not None:
+        from .distributed import sample_distributed
+
+        return sample_distributed(args, overwrite=overwrite, resume=resume, progress=progress, log=log)
     from . import io as iio
     from ._array import to_numpy
     from .simulation import Simulation
