@@ -24,7 +24,8 @@ Resume: ``--resume`` reopens each shard with :meth:`EnsembleWriter.resume` (a sh
 was killed is recovered to its last committed configuration first) and continues its chains from
 :meth:`EnsembleWriter.last_state`; a missing shard starts from scratch, a complete one is left as
 it is. The shard layout ``S`` of existing shard files is reused, whatever the number of workers
-now. Choices: ``--workers N`` with ``N > C`` is an error (a worker would have no chain);
+now. With ``--scheduler`` the workers must see ``OUT``'s directory (a shared file system): the
+shard paths handed to them are absolute. Choices: ``--workers N`` with ``N > C`` is an error (a worker would have no chain);
 ``--scheduler`` uses ``S = min(workers of the cluster, C)`` shards.
 
 Dask is imported only inside the functions (``import isingcore`` does not import it).
@@ -144,7 +145,12 @@ def _client(workers: int | None, scheduler: str | None):
 
     if scheduler is not None:
         return Client(scheduler), None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    import logging
+
+    # silence_logs: a worker's heartbeat racing the scheduler's shutdown logs a harmless CommClosedError traceback;
+    # errors of the shards themselves reach the client as exceptions of their futures
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.CRITICAL)
     return Client(cluster), cluster
 
 
@@ -210,7 +216,7 @@ def sample_distributed(args, *, overwrite: bool, resume: bool, progress: bool, l
             extra = dict(chains=args.chains, configs_per_chain=args.configs, kernel=probe.kernel,
                          shard=k, shards=n_shards, shard_chains=[block.start, block.stop],
                          clusters_per_sweep=c_sweep, command=" ".join(sys.argv[1:]) or "isingcore")
-            specs.append(dict(path=shard_path(out, k, n_shards), chains=(block.start, block.stop), sim_kw=sim_kw,
+            specs.append(dict(path=os.path.abspath(shard_path(out, k, n_shards)), chains=(block.start, block.stop), sim_kw=sim_kw,
                               attrs=dict(base_attrs, extra=extra), configs=args.configs, spacing=args.spacing,
                               thermalize=args.thermalize, resume=resume, clusters_per_sweep=c_sweep,
                               max_new=getattr(args, "_max_new", None)))
