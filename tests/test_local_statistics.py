@@ -5,8 +5,8 @@ sample sizes the relative error of the energy is ~1e-3 and of the specific heat 
 wrong acceptance rule, a wrong neighbour, or a biased random number fails the test.
 """
 
-import numpy as np
 import pytest
+from statistics_testing import check, energy_magnetization_series
 
 import isingcore
 from isingcore import exact
@@ -18,21 +18,7 @@ CASES = [(L, K) for L in (8, 16) for K in (isingcore.BETA_C, 0.3, 0.6)]
 
 def sample_series(L, K, algorithm, n_therm, n_meas, seed):
     sim = isingcore.Simulation(L, K, algorithm, seed=seed, replicas=R, start="cold" if K > 0.5 else "random")
-    sim.sweep(n_therm)
-    e = np.empty((R, n_meas))
-    m = np.empty((R, n_meas))
-    for t in range(n_meas):
-        sim.sweep(1)
-        e[:, t] = sim.energy()
-        m[:, t] = sim.magnetization()
-    return e, m
-
-
-def check(name, est, exact_value, nsigma=4.0):
-    assert est.error > 0, name
-    z = (est.mean - exact_value) / est.error
-    assert abs(z) < nsigma, f"{name}: {est} vs exact {exact_value:.8f} (z = {z:+.2f}, tau_int = {est.tau_int:.1f})"
-    return z
+    return energy_magnetization_series(sim, n_therm, n_meas)
 
 
 @pytest.mark.parametrize("algorithm", ["metropolis", "heatbath"])

@@ -23,6 +23,7 @@ import array_api_strict as xps
 import numpy as np
 import pytest
 from cuda_testing import assert_import_is_importerror_without_device, compile_ptx
+from statistics_testing import check, energy_magnetization_series
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -405,22 +406,8 @@ R = 32
 
 def sample_series(L, K, n_therm, n_meas, seed):
     sim = isingcore.Simulation(L, K, "swendsen-wang", seed=seed, replicas=R)
-    sim.sweep(n_therm)
-    sim.updater.reset()
-    e = np.empty((R, n_meas))
-    m = np.empty((R, n_meas))
-    for t in range(n_meas):
-        sim.sweep(1)
-        e[:, t] = sim.energy()
-        m[:, t] = sim.magnetization()
+    e, m = energy_magnetization_series(sim, n_therm, n_meas, lambda s: s.updater.reset())
     return e, m, sim.updater.improved_series()
-
-
-def check(name, est, exact_value, nsigma=4.0):
-    assert est.error > 0, name
-    z = (est.mean - exact_value) / est.error
-    assert abs(z) < nsigma, f"{name}: {est} vs exact {exact_value:.8f} (z = {z:+.2f}, tau_int = {est.tau_int:.1f})"
-    return z
 
 
 @pytest.mark.parametrize("K", [KC, 0.35, 0.55])

@@ -25,6 +25,7 @@ import textwrap
 import numpy as np
 import pytest
 from cuda_testing import compile_ptx
+from statistics_testing import check, energy_magnetization_series
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -432,22 +433,8 @@ R_STAT = 64
 
 def sample_series(L, K, n_therm, n_meas, seed):
     sim = isingcore.Simulation(L, K, "wolff", seed=seed, replicas=R_STAT, start="cold" if K > 0.5 else "random")
-    sim.sweep(n_therm)
-    sim.updater.reset_statistics()
-    e = np.empty((R_STAT, n_meas))
-    m = np.empty((R_STAT, n_meas))
-    for t in range(n_meas):
-        sim.sweep(1)
-        e[:, t] = sim.energy()
-        m[:, t] = sim.magnetization()
+    e, m = energy_magnetization_series(sim, n_therm, n_meas, lambda s: s.updater.reset_statistics())
     return sim, e, m
-
-
-def check(name, est, exact_value, nsigma=4.0):
-    assert est.error > 0, name
-    z = (est.mean - exact_value) / est.error
-    assert abs(z) < nsigma, f"{name}: {est} vs exact {exact_value:.8f} (z = {z:+.2f}, tau_int = {est.tau_int:.1f})"
-    return z
 
 
 STAT_CASES = [(L, K) for L in (8, 16) for K in (KC, 0.35, 0.55)] + [
