@@ -37,9 +37,20 @@ def configure(kernel, grid, block, stream):
         return kernel[grid, block, stream]
 
 
+def check_spin_batch(spins) -> tuple[int, int, int]:
+    """(R, Lx, Ly) of an int8 spin batch; errors name the parameter (shared by the kernel modules)."""
+    import numpy as np
+
+    if len(spins.shape) != 3:
+        raise ValueError(f"spins must have shape (replicas, Lx, Ly), got {spins.shape}")
+    if np.dtype(spins.dtype) != np.int8:
+        raise TypeError(f"spins must have dtype int8, got {spins.dtype}")
+    return tuple(int(v) for v in spins.shape)
+
+
 def is_cupy(x) -> bool:
     """Whether ``x`` is a CuPy array (checked without importing CuPy)."""
     return type(x).__module__.split(".")[0] == "cupy"
 
 
-__all__ = ["cuda", "SIMULATOR", "configure", "is_cupy"]
+__all__ = ["cuda", "SIMULATOR", "configure", "check_spin_batch", "is_cupy"]

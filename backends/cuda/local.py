@@ -50,6 +50,7 @@ import numbers
 import numpy as np
 
 from ._runtime import SIMULATOR, cuda  # raises ImportError when CUDA cannot run here
+from ._runtime import check_spin_batch
 from ._runtime import configure as _configure
 from ._runtime import is_cupy as _is_cupy
 
@@ -401,11 +402,7 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
     if step + n_half > 1 << 64:
         raise ValueError("step + n_half_steps must not exceed 2**64")
     seed = check_seed(seed)
-    if len(spins.shape) != 3:
-        raise ValueError(f"spins must have shape (replicas, Lx, Ly), got {spins.shape}")
-    R, Lx, Ly = (int(v) for v in spins.shape)
-    if np.dtype(spins.dtype) != np.int8:
-        raise TypeError(f"spins must have dtype int8, got {spins.dtype}")
+    R, Lx, Ly = check_spin_batch(spins)
     if Lx % 2 or Ly % 2 or Lx < 2 or Ly < 2:
         raise ValueError(f"the lattice must have even Lx, Ly >= 2, got ({Lx}, {Ly})")
     if tuple(thresholds.shape) != (10,):

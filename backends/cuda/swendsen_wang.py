@@ -51,6 +51,7 @@ import numbers
 import numpy as np
 
 from ._runtime import SIMULATOR, cuda  # raises ImportError when CUDA cannot run here
+from ._runtime import check_spin_batch
 from ._runtime import configure as _configure
 from ._runtime import is_cupy as _is_cupy
 
@@ -318,11 +319,7 @@ def _check(spins, n_updates, steps, seed, streams):
     if isinstance(n_updates, bool) or not isinstance(n_updates, numbers.Integral) or n_updates < 0:
         raise ValueError(f"n_updates must be a non-negative integer, got {n_updates!r}")
     seed = check_seed(seed)
-    if len(spins.shape) != 3:
-        raise ValueError(f"spins must have shape (replicas, Lx, Ly), got {spins.shape}")
-    R, Lx, Ly = (int(v) for v in spins.shape)
-    if np.dtype(spins.dtype) != np.int8:
-        raise TypeError(f"spins must have dtype int8, got {spins.dtype}")
+    R, Lx, Ly = check_spin_batch(spins)
     if Lx < 2 or Ly < 2:
         raise ValueError(f"the lattice must have Lx, Ly >= 2, got ({Lx}, {Ly})")
     if Lx * Ly >= 1 << 31:

@@ -43,6 +43,7 @@ import numbers
 import numpy as np
 
 from ._runtime import SIMULATOR, cuda  # raises ImportError when CUDA cannot run here
+from ._runtime import check_spin_batch
 from ._runtime import configure as _configure
 from ._runtime import is_cupy as _is_cupy
 
@@ -434,11 +435,7 @@ def wolff_clusters(spins, n_clusters, *, steps, threshold, seed, streams, mean_s
         raise ValueError(f"n_clusters must be a non-negative integer, got {n_clusters!r}")
     n = int(n_clusters)
     seed = check_seed(seed)
-    if len(spins.shape) != 3:
-        raise ValueError(f"spins must have shape (replicas, Lx, Ly), got {spins.shape}")
-    R, Lx, Ly = (int(v) for v in spins.shape)
-    if np.dtype(spins.dtype) != np.int8:
-        raise TypeError(f"spins must have dtype int8, got {spins.dtype}")
+    R, Lx, Ly = check_spin_batch(spins)
     if not isinstance(steps, np.ndarray) or steps.dtype != np.int64 or steps.shape != (R,):
         raise TypeError(f"steps must be an int64 NumPy array of shape ({R},) (it is updated in place)")
     if tuple(streams.shape) != (R,):
