@@ -15,7 +15,7 @@ is made (the inverse-RG refinement of 13,824^2 lattices relies on that).
 import numpy as np
 from numba import njit, prange
 
-from .philox import words_into
+from .philox import word_scratch, words_into
 
 PURPOSE_LOCAL = 1  # isingcore.random.Purpose.LOCAL: the default counter word 3 (``purpose``)
 
@@ -166,11 +166,7 @@ def _sweeps_parallel_rows(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE
         step = np.uint64(step0) + np.uint64(t)
         colour = np.int64(step & np.uint64(1))
         for ch in prange(n_chunks):
-            c0 = np.empty(ngmax, np.uint32)
-            c1 = np.empty(ngmax, np.uint32)
-            c2 = np.empty(ngmax, np.uint32)
-            c3 = np.empty(ngmax, np.uint32)
-            buf = np.empty(4 * ngmax, np.uint32)
+            c0, c1, c2, c3, buf = word_scratch(ngmax)
             for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
                 r = rr // Lx
                 _half_sweep_row(ab, r, rr - r * Lx, colour, step, thr, seed, streams[r], symmetric,
@@ -195,11 +191,7 @@ def _sweeps_parallel_replicas(ab, thr, seed, streams, step0, n_half, purpose=PUR
     ngmax = (half + 6) // 4 + 1
     symmetric = _is_symmetric(thr)
     for r in prange(R):
-        c0 = np.empty(ngmax, np.uint32)
-        c1 = np.empty(ngmax, np.uint32)
-        c2 = np.empty(ngmax, np.uint32)
-        c3 = np.empty(ngmax, np.uint32)
-        buf = np.empty(4 * ngmax, np.uint32)
+        c0, c1, c2, c3, buf = word_scratch(ngmax)
         _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
 
 
@@ -211,11 +203,7 @@ def _sweeps_serial(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL)
     R, Lx, _, half = ab.shape
     ngmax = (half + 6) // 4 + 1
     symmetric = _is_symmetric(thr)
-    c0 = np.empty(ngmax, np.uint32)
-    c1 = np.empty(ngmax, np.uint32)
-    c2 = np.empty(ngmax, np.uint32)
-    c3 = np.empty(ngmax, np.uint32)
-    buf = np.empty(4 * ngmax, np.uint32)
+    c0, c1, c2, c3, buf = word_scratch(ngmax)
     for r in range(R):
         _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
 

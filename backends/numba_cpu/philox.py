@@ -68,6 +68,13 @@ def philox_blocks(c0, c1, c2, c3, k0, k1):
 
 
 @njit(inline="always", cache=True)
+def word_scratch(n_blocks):
+    """Scratch for :func:`words_into`: four uint32 counter arrays of ``n_blocks`` and the buffer of 4x that."""
+    return (np.empty(n_blocks, np.uint32), np.empty(n_blocks, np.uint32), np.empty(n_blocks, np.uint32),
+            np.empty(n_blocks, np.uint32), np.empty(4 * n_blocks, np.uint32))
+
+
+@njit(inline="always", cache=True)
 def words_into(buf, c0, c1, c2, c3, first, step, purpose, seed, stream):
     """buf[q] = word (4*(first>>2) + q) of stream (seed, stream, step, purpose), for q < 4*len(c0).
 
@@ -99,11 +106,7 @@ def fill_words(out, first, step, purpose, seed, stream):
     if n == 0:
         return
     ng = ((first + n + 3) >> 2) - (first >> 2)
-    c0 = np.empty(ng, np.uint32)
-    c1 = np.empty(ng, np.uint32)
-    c2 = np.empty(ng, np.uint32)
-    c3 = np.empty(ng, np.uint32)
-    buf = np.empty(4 * ng, np.uint32)
+    c0, c1, c2, c3, buf = word_scratch(ng)
     words_into(buf, c0, c1, c2, c3, first, step, purpose, seed, stream)
     off = first - 4 * (first >> 2)
     for q in range(n):

@@ -40,7 +40,7 @@ the cost of the scan: Numba then emits an unpredictable branch instead of a cond
 import numpy as np
 from numba import njit, prange
 
-from .philox import words_into
+from .philox import word_scratch, words_into
 
 PURPOSE_SW = 3  # isingcore.random.Purpose.SWENDSEN_WANG
 HALF = np.uint32(1 << 31)
@@ -221,11 +221,7 @@ def _replicas(spins, r0, r1, n, steps, T, seed, streams, m2, m4, record):
     cnt = np.empty(N, np.int32)
     roots = np.empty(N, np.int32)
     coin = np.empty(N, np.int8)
-    c0 = np.empty(ng, np.uint32)
-    c1 = np.empty(ng, np.uint32)
-    c2 = np.empty(ng, np.uint32)
-    c3 = np.empty(ng, np.uint32)
-    buf = np.empty(4 * ng, np.uint32)
+    c0, c1, c2, c3, buf = word_scratch(ng)
     bonds = np.zeros((4, Ly), np.uint8)
     ph = np.empty(Ly, np.int32)
     pl = np.empty(Ly, np.int32)

@@ -33,7 +33,7 @@ from numba import njit, prange
 from isingcore.rg.upscale import EXP_COEFFS, INV_LN2, LN2_HI, LN2_LO, POW2, TWO32_F, X_MAX
 
 from .local import SERIAL_SITES, checkerboard_sweeps
-from .philox import words_into
+from .philox import word_scratch, words_into
 
 KIND_LOGIT = 0
 KIND_MEAN = 1
@@ -174,11 +174,7 @@ def _sample_rows_parallel(field, coarse, fine, n0, x0, skip, b, kind, clamp, see
     ngmax = (Ly + 6) // 4 + 1
     bad = np.zeros(n_chunks, np.int64)
     for ch in prange(n_chunks):
-        c0 = np.empty(ngmax, np.uint32)
-        c1 = np.empty(ngmax, np.uint32)
-        c2 = np.empty(ngmax, np.uint32)
-        c3 = np.empty(ngmax, np.uint32)
-        buf = np.empty(4 * ngmax, np.uint32)
+        c0, c1, c2, c3, buf = word_scratch(ngmax)
         mub = np.empty(Ly, np.int32)
         tb = np.empty(Ly, np.int64)
         for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
@@ -193,11 +189,7 @@ def _sample_rows_parallel(field, coarse, fine, n0, x0, skip, b, kind, clamp, see
 def _sample_rows_serial(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, pow2):
     Nc, H, Ly = field.shape
     ngmax = (Ly + 6) // 4 + 1
-    c0 = np.empty(ngmax, np.uint32)
-    c1 = np.empty(ngmax, np.uint32)
-    c2 = np.empty(ngmax, np.uint32)
-    c3 = np.empty(ngmax, np.uint32)
-    buf = np.empty(4 * ngmax, np.uint32)
+    c0, c1, c2, c3, buf = word_scratch(ngmax)
     mub = np.empty(Ly, np.int32)
     tb = np.empty(Ly, np.int64)
     bad = 0
