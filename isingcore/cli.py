@@ -314,33 +314,6 @@ def cmd_models(args) -> int:
     return 0
 
 
-def _write_png(spins, path: str, title: str, max_pixels: int = 1024) -> None:
-    """Draw one configuration (block-averaged down to at most ``max_pixels`` per side)."""
-    import numpy as np
-
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise SystemExit(f"isingcore upscale --png needs matplotlib (pip install 'isingcore[plot]'): {exc}") from None
-    s = np.asarray(spins)
-    Lx, Ly = s.shape
-    f = max(1, -(-max(Lx, Ly) // max_pixels))
-    if f > 1:
-        hx, hy = Lx // f, Ly // f
-        img = s[:hx * f, :hy * f].reshape(hx, f, hy, f).mean(axis=(1, 3), dtype=np.float32)
-    else:
-        img = s.astype(np.float32)
-    fig, ax = plt.subplots(figsize=(6, 6), dpi=max(100, min(300, img.shape[0] // 6)))
-    ax.imshow(img, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
-    ax.set_title(title + (f" (block means of {f}x{f})" if f > 1 else ""), fontsize=8)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-
-
 def cmd_upscale(args) -> int:
     """``isingcore upscale``: generate, write the ensemble with the stage history, print the table."""
     from . import io as iio
@@ -373,7 +346,9 @@ def cmd_upscale(args) -> int:
             obs = {"c10x": final["c10x"][n:n + 1], "c10y": final["c10y"][n:n + 1], "c11": final["c11"][n:n + 1]}
             writer.append(res.spins[n:n + 1], obs, chain=n, step=args.stages)
     if args.png:
-        _write_png(to_numpy(res.spins[0]), args.png,
+        from .report import figure_configuration
+
+        figure_configuration(to_numpy(res.spins[0]), args.png,
                    f"{model.name}: L0={args.seed_size} -> L={L}, {args.stages} stages, refine {args.refine}, seed {args.seed}")
     if args.json:
         print(json.dumps(summary))

@@ -38,7 +38,7 @@ def _plt():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - matplotlib is in the plot and test extras
-        raise SystemExit(f"isingcore report needs matplotlib (pip install 'isingcore[plot]'): {exc}") from None
+        raise SystemExit(f"isingcore's figures (report, --png) need matplotlib (pip install 'isingcore[plot]'): {exc}") from None
     return plt
 
 
@@ -87,10 +87,23 @@ def _sample(ens, n_max: int, max_sites: int = 1 << 26) -> np.ndarray:
     return ens[list(idx)]
 
 
-def figure_configuration(spins: np.ndarray, path: str, title: str) -> None:
-    from .cli import _write_png
-
-    _write_png(spins, path, title)
+def figure_configuration(spins, path: str, title: str, max_pixels: int = 1024) -> None:
+    """Draw one configuration (block-averaged down to at most ``max_pixels`` per side)."""
+    plt = _plt()
+    s = np.asarray(spins)
+    Lx, Ly = s.shape
+    f = max(1, -(-max(Lx, Ly) // max_pixels))
+    if f > 1:
+        hx, hy = Lx // f, Ly // f
+        img = s[:hx * f, :hy * f].reshape(hx, f, hy, f).mean(axis=(1, 3), dtype=np.float32)
+    else:
+        img = s.astype(np.float32)
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=max(100, min(300, img.shape[0] // 6)))
+    ax.imshow(img, cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title + (f" (block means of {f}x{f})" if f > 1 else ""), fontsize=8)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
 
 
 def figure_magnetization(m: np.ndarray, L: int, path: str, ref_m: np.ndarray | None = None, ref_L: int | None = None):
