@@ -45,3 +45,35 @@ def usable_providers() -> tuple[tuple[str, ...], str]:
     if set(listed) - set(usable):
         note = f" (listed but not usable: {', '.join(p for p in listed if p not in usable)})"
     return tuple(usable), note
+
+
+def open_session(data: bytes, backend: str = "numpy", *, device_id: int = 0, threads: int | None = None):
+    """An ``onnxruntime.InferenceSession`` on serialized model bytes: CPU for ``backend="numpy"``
+    (and ``"array_api_strict"``), CUDA for ``"cupy"``.
+
+    The CUDA session uses cuDNN's HEURISTIC convolution search (input shapes change from call to
+    call). Raises :class:`isingcore.BackendUnavailableError` if the CUDA provider does not really
+    run here (onnxruntime-gpu lists it even without a GPU).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+    if backend == "cupy":
+        providers = [("CUDAExecutionProvider", {"device_id": int(device_id), "cudnn_conv_algo_search": "HEURISTIC"}),
+                     "CPUExecutionProvider"]
+    elif backend in ("numpy", "array_api_strict"):
+        providers = ["CPUExecutionProvider"]
+    else:
+        raise ValueError(f"backend={backend!r} is not supported; allowed values: 'numpy', 'cupy', 'array_api_strict'")
+    with contextlib.redirect_stdout(io.StringIO()):
+        sess = ort.InferenceSession(data, sess_options=opts, providers=providers)
+    if backend == "cupy" and "CUDAExecutionProvider" not in sess.get_providers():
+        from ._array import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            "backend='cupy': onnxruntime's CUDA provider is not usable here (the session fell back to "
+            f"{sess.get_providers()}); install onnxruntime-gpu with matching CUDA/cuDNN libraries")
+    return sess

@@ -196,28 +196,9 @@ class UpscalerModel:
         stages). Raises :class:`isingcore.BackendUnavailableError` if the CUDA provider does not
         really run here (onnxruntime-gpu lists it even without a GPU).
         """
-        import onnxruntime as ort
+        from ..onnx_runtime import open_session
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-        if backend == "cupy":
-            providers = [("CUDAExecutionProvider", {"device_id": int(device_id), "cudnn_conv_algo_search": "HEURISTIC"}),
-                         "CPUExecutionProvider"]
-        elif backend in ("numpy", "array_api_strict"):
-            providers = ["CPUExecutionProvider"]
-        else:
-            raise ValueError(f"backend={backend!r} is not supported; allowed values: 'numpy', 'cupy', 'array_api_strict'")
-        with contextlib.redirect_stdout(io.StringIO()):
-            sess = ort.InferenceSession(self.data, sess_options=opts, providers=providers)
-        if backend == "cupy" and "CUDAExecutionProvider" not in sess.get_providers():
-            from .._array import BackendUnavailableError
-
-            raise BackendUnavailableError(
-                "backend='cupy': onnxruntime's CUDA provider is not usable here (the session fell back to "
-                f"{sess.get_providers()}); install onnxruntime-gpu with matching CUDA/cuDNN libraries")
-        return sess
+        return open_session(self.data, backend, device_id=device_id, threads=threads)
 
     def summary(self) -> dict:
         """The model card fields shown by ``isingcore models``."""

@@ -1,0 +1,241 @@
+"""Multilevel ancestral sampling with the exact probability of every sample.
+
+    q(s) = q_0(s^0) * prod_{l=1}^{last} q_l(s^l | s^{<l}),
+    q_l(s^l | s^{<l}) = prod_{v in level l} sigma(s_v * a_v(s^{<l})),   sigma(z) = 1 / (1 + e^-z)
+
+(seed 001, eqs. 8 and 10). ``a_v`` is the log-odds ``ln q(s_v=+1)/q(s_v=-1)`` of site v given the
+coarser levels: ``2 K_l * (sum of the four neighbours)`` for a heat-bath level (MLMC-HB, seed 001
+appendix D; Schmidt 1983), or the output of a trained conditional network (RiGCS). The last level
+is always the exact heat bath at the model's beta, so a sampler is exact wherever its coarser
+levels are.
+
+Exactness of ``log q``. Each site is one integer Bernoulli draw ``r < T`` with the Philox word
+``r`` and ``T = ceil(sigma(a) 2**32)`` clipped to ``[1, 2**32 - 1]``; ``log q`` sums the logs of the
+*realised* probabilities ``T / 2**32`` and ``1 - T / 2**32`` (:mod:`.coarsest`). It is therefore the
+log-probability of the sampler exactly as it runs (up to float64 rounding of the sum), it is
+normalised over all configurations, and every configuration has ``q > 0``.
+
+Randomness: sample ``i`` of a call uses the stream ``first + i``; site ``k = x L + y`` uses word
+``k`` of ``(seed, stream, step=0, Purpose.MULTILEVEL)`` whatever its level, so a sample does not
+depend on the batch it was drawn in.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._array import get_namespace, namespace, to_numpy
+from ..random import Purpose, check_seed, random_words
+from .coarsest import CoarsestLevel, clipped_thresholds, realised_log_probabilities
+from .hierarchy import Hierarchy
+
+
+class MultilevelSample(NamedTuple):
+    """Configurations with their exact log-probabilities and log importance weights.
+
+    ``spins``: ``(N, L, L)`` int8 on the sampler's backend; ``log_q``: ``ln q(s)``; ``log_w``:
+    ``-beta H(s) - ln q(s)`` (``H = -sum_<ij> s_i s_j``), both ``(N,)`` float64 NumPy;
+    ``streams``: the stream index of each sample.
+    """
+
+    spins: Any
+    log_q: np.ndarray
+    log_w: np.ndarray
+    streams: np.ndarray
+
+
+def bond_sum(spins) -> np.ndarray:
+    """``sum_<ij> s_i s_j`` on the torus for ``(B, L, L)`` spins, as float64 NumPy (``H = -bond_sum``)."""
+    xp = get_namespace(spins)
+    s = xp.astype(spins, xp.int32)
+    t = s * (xp.roll(s, -1, axis=1) + xp.roll(s, -1, axis=2))
+    return to_numpy(xp.sum(xp.reshape(t, (t.shape[0], -1)), axis=1)).astype(np.float64)
+
+
+class HeatBathLevel:
+    """Heat-bath conditional with nearest-neighbour coupling K: ``a_v = 2 K sum_nb s_nb``."""
+
+    network = None
+
+    def __init__(self, level, K: float):
+        K = float(K)
+        if not math.isfinite(K):
+            raise ValueError(f"coupling of level {level.index} must be finite, got {K}")
+        self.level = level
+        self.coupling = K
+        sums = np.arange(-4, 5, 2)
+        p = 1.0 / (1.0 + np.exp(-2.0 * K * sums))
+        self.T = clipped_thresholds(p)  # indexed by (sum + 4) // 2
+        self.logp_up, self.logp_dn = realised_log_probabilities(self.T)
+
+    def thresholds(self, flat, xp):
+        """``(T, log P(+1), log P(-1))`` for the level's sites, each ``(B, n_sites)``."""
+        nb = xp.asarray(self.level.neighbours)
+        nbs = xp.astype(xp.take(flat, xp.reshape(nb, (-1,)), axis=1), xp.int32)
+        idx = (xp.sum(xp.reshape(nbs, (flat.shape[0], -1, 4)), axis=2) + 4) // 2
+        return (xp.take(xp.asarray(self.T), idx, axis=0), xp.take(xp.asarray(self.logp_up), idx, axis=0),
+                xp.take(xp.asarray(self.logp_dn), idx, axis=0))
+
+
+class NetworkLevel:
+    """A trained conditional: an ONNX network maps the embedded coarser spins to log-odds."""
+
+    def __init__(self, level, hierarchy: Hierarchy, network, backend: str):
+        self.level = level
+        self.hierarchy = hierarchy
+        self.network = network
+        self.coupling = None
+        self._session = network.session(backend)
+
+    def logits(self, spins, xp):
+        """Log-odds ``a_v`` at the level's sites, ``(B, n_sites)`` float64."""
+        x = self.hierarchy.embed(spins, self.level.index, xp=xp)
+        out = self.network.run(self._session, x, xp)
+        g = self.level.grid_xy
+        flat = xp.reshape(out, (out.shape[0], -1))
+        return xp.astype(xp.take(flat, xp.asarray(g[:, 0] * self.level.grid_size + g[:, 1]), axis=1), xp.float64)
+
+    def thresholds(self, flat, xp):
+        L = self.hierarchy.size
+        a = to_numpy(self.logits(xp.reshape(flat, (flat.shape[0], L, L)), xp))
+        with np.errstate(over="ignore"):
+            p = 1.0 / (1.0 + np.exp(-a))
+        T = clipped_thresholds(p)
+        up, dn = realised_log_probabilities(T)
+        return xp.asarray(T), xp.asarray(up), xp.asarray(dn)
+
+
+class MultilevelSampler:
+    """Ancestral multilevel sampler of the Ising model at ``beta`` on an ``size x size`` torus.
+
+    ``model=None`` is MLMC-HB: heat-bath levels with the Maris-Kadanoff couplings (or
+    ``couplings``, one per level, the last being ``beta``), coarsest level Boltzmann with
+    ``coarsest_couplings = (K_nn, K_nnn)`` (default: its Maris-Kadanoff coupling). ``model`` is a
+    :class:`isingcore.multilevel.models.MultilevelModel` or the name/path of one; it fixes size,
+    beta and every level.
+    """
+
+    def __init__(self, size: int | None = None, beta: float | None = None, *, model=None, coarsest: int = 4,
+                 couplings=None, coarsest_couplings=None, backend: str = "numpy"):
+        self.backend = backend
+        self.xp = namespace(backend)
+        if model is not None:
+            from .models import load_model
+
+            model = load_model(model)
+            if size is not None and int(size) != model.size:
+                raise ValueError(f"size={size} does not match the model {model.name!r} (trained for size={model.size})")
+            if beta is not None and not math.isclose(float(beta), model.beta, rel_tol=1e-12):
+                raise ValueError(f"beta={beta} does not match the model {model.name!r} (trained for beta={model.beta})")
+            size, beta, coarsest = model.size, model.beta, model.coarsest
+            couplings, coarsest_couplings = model.couplings, model.coarsest_couplings
+        if size is None or beta is None:
+            raise ValueError("size and beta are required unless model is given")
+        beta = float(beta)
+        if not math.isfinite(beta) or beta <= 0:
+            raise ValueError(f"beta must be positive and finite, got {beta}")
+        self.model = model
+        self.beta = beta
+        self.hierarchy = H = Hierarchy(size, coarsest)
+        self.size = H.size
+        if couplings is None:
+            couplings = H.coupling_schedule(beta)
+        couplings = np.asarray(couplings, dtype=np.float64)
+        if couplings.shape != (H.n_levels,):
+            raise ValueError(f"couplings must have one entry per level ({H.n_levels}), got shape {couplings.shape}")
+        if H.n_levels > 1 and not math.isclose(couplings[-1], beta, rel_tol=1e-12):
+            raise ValueError(f"the last level is the exact heat bath: its coupling must be beta={beta}, got {couplings[-1]}")
+        if coarsest_couplings is None:
+            coarsest_couplings = (couplings[0], 0.0)
+        self.coarsest_level = CoarsestLevel(H.coarsest, *coarsest_couplings)
+        self.levels = []
+        for lv in H.levels[1:]:
+            net = model.networks.get(lv.index) if model is not None else None
+            if net is None:
+                self.levels.append(HeatBathLevel(lv, couplings[lv.index]))
+            else:
+                self.levels.append(NetworkLevel(lv, H, net, backend))
+        self.couplings = couplings
+
+    @property
+    def kind(self) -> str:
+        return "mlmc-hb" if self.model is None else f"model:{self.model.name}"
+
+    def __repr__(self) -> str:
+        return f"MultilevelSampler(size={self.size}, beta={self.beta}, {self.kind}, levels={self.hierarchy.n_levels})"
+
+    def _words(self, seed: int, streams):
+        L = self.size
+        return random_words(L * L, seed=seed, stream=self.xp.asarray(streams), step=0,
+                            purpose=Purpose.MULTILEVEL, xp=self.xp)
+
+    def _run(self, flat, words):
+        """Sample (``words`` given) or score (``words=None``) the configurations ``flat`` in place."""
+        xp = self.xp
+        B = flat.shape[0]
+        H = self.hierarchy
+        s0 = xp.asarray(H.levels[0].sites)
+        if words is not None:
+            spins0, logq = self.coarsest_level.sample(to_numpy(xp.take(words, s0, axis=1)))
+            flat[:, s0] = xp.asarray(spins0.reshape(B, -1))
+        else:
+            logq = self.coarsest_level.log_prob(to_numpy(xp.take(flat, s0, axis=1)))
+        logq = xp.asarray(logq)
+        for lev in self.levels:
+            sites = xp.asarray(lev.level.sites)
+            T, up, dn = lev.thresholds(flat, xp)
+            if words is not None:
+                bit = xp.astype(xp.take(words, sites, axis=1), xp.int64) < T
+                flat[:, sites] = xp.where(bit, xp.asarray(1, dtype=xp.int8), xp.asarray(-1, dtype=xp.int8))
+            else:
+                bit = xp.take(flat, sites, axis=1) > 0
+            logq = logq + xp.sum(xp.where(bit, up, dn), axis=1)
+        return to_numpy(logq).astype(np.float64)
+
+    def sample(self, n: int, *, seed: int, first: int = 0, batch: int | None = None, progress=None) -> MultilevelSample:
+        """``n`` independent configurations (streams ``first .. first+n-1``) with ``log q`` and ``log w``."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        seed = check_seed(seed)
+        if isinstance(first, bool) or not isinstance(first, (int, np.integer)) or not 0 <= first < 2**32 - n + 1:
+            raise ValueError(f"first must be an integer with first + n <= 2**32, got {first!r}")
+        L = self.size
+        if batch is None:
+            batch = max(1, min(n, (1 << 22) // (L * L)))
+        xp = self.xp
+        spins, logq = [], []
+        for b0 in range(0, n, batch):
+            streams = np.arange(first + b0, first + min(n, b0 + batch), dtype=np.int64)
+            words = self._words(seed, streams)
+            flat = xp.zeros((streams.shape[0], L * L), dtype=xp.int8)
+            logq.append(self._run(flat, words))
+            spins.append(xp.reshape(flat, (-1, L, L)))
+            if progress is not None:
+                progress(streams.shape[0])
+        spins = xp.concat(spins, axis=0) if len(spins) > 1 else spins[0]
+        log_q = np.concatenate(logq)
+        return MultilevelSample(spins, log_q, self.beta * bond_sum(spins) - log_q, np.arange(first, first + n))
+
+    def log_prob(self, spins, *, batch: int | None = None) -> np.ndarray:
+        """Exact ``ln q(s)`` of ``(B, L, L)`` ±1 configurations (the probability the sampler draws them)."""
+        xp = self.xp
+        s = xp.asarray(spins)
+        L = self.size
+        if s.ndim == 2:
+            s = s[None, ...]
+        if s.ndim != 3 or s.shape[1:] != (L, L):
+            raise ValueError(f"spins must have shape (B, {L}, {L}), got {tuple(s.shape)}")
+        if batch is None:
+            batch = max(1, (1 << 22) // (L * L))
+        out = [self._run(xp.reshape(xp.astype(s[i:i + batch], xp.int8), (-1, L * L)), None)
+               for i in range(0, s.shape[0], batch)]
+        return np.concatenate(out)
+
+    def log_weight(self, spins, log_q=None) -> np.ndarray:
+        """``ln w = -beta H(s) - ln q(s)``, the unnormalised log importance weight."""
+        if log_q is None:
+            log_q = self.log_prob(spins)
+        return self.beta * bond_sum(self.xp.asarray(spins)) - np.asarray(log_q, dtype=np.float64)
