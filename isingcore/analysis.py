@@ -98,18 +98,26 @@ def analyze_ensemble(path_or_ensemble, S: float = 2.0, *, correlations: bool = T
     names = [k for k in ("energy", "magnetization", "c10x", "c10y", "c11") if k in ens.observables]
     if "magnetization" not in names or "energy" not in names:
         raise ValueError(f"{ens!r}: the ensemble has no 'energy'/'magnetization' series to analyse")
-    series = chain_series(ens, names)
-    m = series.pop("magnetization")
-    series["magnetization"] = m
-    series["abs_m"], series["m2"], series["m4"] = np.abs(m), m**2, m**4
-    est = analyze_series(series, beta=beta, n_sites=Lx * Ly, h=h, S=S)
+    importance = None
+    if "log_w" in ens.observables:
+        # draws from a multilevel sampler q: analyse the exact independence-MH chain over them
+        from .multilevel.ensemble import importance_summary
+
+        importance, est = importance_summary(ens, S=S)
+        n_chains, n_per = 1, importance["n_samples"]
+    else:
+        series = chain_series(ens, names)
+        m = series.pop("magnetization")
+        series["magnetization"] = m
+        series["abs_m"], series["m2"], series["m4"] = np.abs(m), m**2, m**4
+        est = analyze_series(series, beta=beta, n_sites=Lx * Ly, h=h, S=S)
+        n_chains, n_per = series["energy"].shape
     ref = exact_references(beta, Lx, Ly, J, h)
     rows = {}
     for name in TABLE_ORDER:
         if name in est:
             e = est[name]
             rows[name] = Row(name, float(e.mean), float(e.error), float(e.tau_int), ref.get(name))
-    n_chains, n_per = series["energy"].shape
     out = {
         "size": Lx if Lx == Ly else [Lx, Ly],
         "beta": beta,
@@ -122,7 +130,9 @@ def analyze_ensemble(path_or_ensemble, S: float = 2.0, *, correlations: bool = T
         "observables": {k: {"mean": r.mean, "error": r.error, "tau_int": r.tau_int, "exact": r.exact,
                             "z": r.z} for k, r in rows.items()},
     }
-    if correlations and min(Lx, Ly) >= 4 and n_per >= 4:
+    if importance is not None:
+        out["importance"] = importance
+    if correlations and importance is None and min(Lx, Ly) >= 4 and n_per >= 4:
         out["correlation_diagonal"] = diagonal_correlation_summary(ens, beta, J, h, n_max=n_diagonal, S=S)
     if mcrg:
         out["mcrg"] = mcrg_summary(ens)
@@ -195,7 +205,19 @@ def format_table(result: dict) -> str:
         ex = "" if o["exact"] is None else f"{o['exact']:.10f}"
         z = "" if o["z"] is None else f"{o['z']:+.2f}"
         lines.append(f"{name:<16}{val:>22}{tau:>10}{ex:>18}{z:>8}")
-    lines.append("tau_int in units of the stored spacing; errors by the Gamma method (U. Wolff, CPC 156 (2004) 143).")
+    imp = result.get("importance")
+    if imp:
+        lines.append("Draws from a multilevel sampler q: the table analyses the independence Metropolis-Hastings chain "
+                     "over them (exact MCMC); tau_int in proposals.")
+        lz, rw = imp["ln_z"], imp["reweighted"]
+        lines.append(f"importance weights: ESS/N = {imp['ess']:.4g} (N = {imp['n_samples']}), IMH acceptance "
+                     f"{imp['imh_acceptance']:.3f}")
+        lines.append(f"  ln Z = {format_value_error(lz['mean'], lz['error'])}  (Kaufman exact {imp['ln_z_exact']:.6f}); "
+                     f"Z_hat/Z = {format_value_error(imp['mode_dropping']['mean'], imp['mode_dropping']['error'])}")
+        lines.append(f"  reweighted energy = {format_value_error(rw['energy']['mean'], rw['energy']['error'])}, "
+                     f"<m^2> = {format_value_error(rw['m2']['mean'], rw['m2']['error'])}")
+    else:
+        lines.append("tau_int in units of the stored spacing; errors by the Gamma method (U. Wolff, CPC 156 (2004) 143).")
     cd = result.get("correlation_diagonal")
     if cd:
         lines.append("")

@@ -65,9 +65,15 @@ def _size(text: str):
 def _add_sample_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     from .simulation import ALGORITHMS
 
-    p.add_argument("--size", type=_size, default=defaults["size"], help="linear size L (or LxxLy), even")
-    p.add_argument("--beta", type=_beta, default=defaults["beta"], help="inverse temperature, or 'critical'")
-    p.add_argument("--algorithm", choices=ALGORITHMS, default=defaults["algorithm"])
+    p.add_argument("--size", type=_size, default=None, help=f"linear size L (or LxxLy), even (default {defaults['size']})")
+    p.add_argument("--beta", type=_beta, default=None,
+                   help=f"inverse temperature, or 'critical' (default {defaults['beta']})")
+    p.add_argument("--algorithm", choices=ALGORITHMS + ("multilevel",), default=defaults["algorithm"],
+                   help="Markov chain algorithm, or 'multilevel': independent draws with exact log q and log w "
+                        "(MLMC-HB, or a trained sampler with --model; L = 2**n)")
+    p.add_argument("--model", default=None,
+                   help="--algorithm multilevel: a trained multilevel model (isingcore models --multilevel) or its "
+                        "directory; fixes --size and --beta (default: MLMC-HB with Maris-Kadanoff couplings)")
     p.add_argument("--configs", type=_positive_int, default=defaults["configs"], help="configurations per chain")
     p.add_argument("--spacing", type=_positive_int, default=defaults["spacing"],
                    help="sweeps between stored configurations (default: about tau_int/2 at K_c for the algorithm and size)")
@@ -174,6 +180,16 @@ def sample(args, *, overwrite: bool, resume: bool, progress: bool, log=print) ->
     """Run ``isingcore sample`` (also used by ``run``). Returns the output path."""
     import numpy as np
 
+    if args.algorithm == "multilevel" and getattr(args, "model", None) is not None:
+        return _sample_multilevel(args, overwrite=overwrite, resume=resume, progress=progress, log=log)
+    if args.size is None:
+        args.size = SAMPLE_DEFAULTS["size"]
+    if args.beta is None:
+        args.beta = _beta(SAMPLE_DEFAULTS["beta"])
+    if args.algorithm == "multilevel":
+        return _sample_multilevel(args, overwrite=overwrite, resume=resume, progress=progress, log=log)
+    if getattr(args, "model", None) is not None:
+        raise ValueError("--model applies to --algorithm multilevel only")
     fill_schedule(args)
     if getattr(args, "workers", None) is not None or getattr(args, "scheduler", None) is not None:
         from .distributed import sample_distributed
@@ -247,6 +263,33 @@ def sample(args, *, overwrite: bool, resume: bool, progress: bool, log=print) ->
         log(f"wrote {remaining * args.chains} configurations to {args.out} in {dt:.1f} s "
             f"({sweeps * probe.n_sites / max(dt, 1e-9) / 1e9:.3f} spin updates per ns including measurements)")
     return args.out
+
+
+def _sample_multilevel(args, *, overwrite: bool, resume: bool, progress: bool, log=print) -> str:
+    """``isingcore sample --algorithm multilevel``: independent draws with ``log_q`` and ``log_w``."""
+    from .multilevel import MultilevelSampler
+    from .multilevel.ensemble import sample_ensemble
+
+    if getattr(args, "workers", None) is not None or getattr(args, "scheduler", None) is not None:
+        raise ValueError("--algorithm multilevel draws independent configurations in one process; "
+                         "--workers/--scheduler are for Markov chains")
+    if args.chains != 1:
+        raise ValueError("--chains: multilevel draws are independent; use --configs for their number")
+    if args.J != 1.0 or args.h != 0.0:
+        raise ValueError("--algorithm multilevel supports J = 1 and h = 0 only")
+    if args.model is not None:
+        sampler = MultilevelSampler(model=args.model, backend=args.backend)
+        if (args.size is not None and args.size != sampler.size) or (
+                args.beta is not None and abs(args.beta - sampler.beta) > 1e-12):
+            raise ValueError(f"--model {args.model} is trained for L={sampler.size}, beta={sampler.beta:.12g}; "
+                             "leave --size/--beta out or give those values")
+    else:
+        if isinstance(args.size, tuple):
+            raise ValueError("--size: multilevel sampling needs a square L x L torus")
+        sampler = MultilevelSampler(args.size, args.beta, backend=args.backend)
+    log(f"multilevel sampling: {sampler}")
+    return sample_ensemble(args.out, sampler, args.configs, seed=args.seed, overwrite=overwrite, resume=resume,
+                           progress=progress, log=log)
 
 
 def cmd_info() -> int:

@@ -9,8 +9,8 @@ are at most 2**16 states, so Z_0 is a sum over all of them.
 
 Exact sampling with exact probabilities: the sites are drawn one after another, site k with
 the conditional ``P(s_k = +1 | s_0..s_{k-1})`` of the enumerated distribution. Each draw is an
-integer comparison of a Philox word with ``T = ceil(P * 2**32)`` clipped to ``[1, 2**32 - 1]``
-(``isingcore.random.threshold``), and ``log q_0`` is the sum of the logs of the probabilities
+integer comparison of a Philox word with a threshold ``T ~ P * 2**32`` in ``[1, 2**32 - 1]``
+(:func:`logit_thresholds`, exactly Z2-symmetric), and ``log q_0`` is the sum of the logs of the probabilities
 *realised* by those thresholds, ``T / 2**32`` and ``1 - T / 2**32``. So ``log q_0`` is the
 exact log-probability of the sampler as run, it sums to one over all states to rounding, and
 no state has probability zero.
@@ -57,6 +57,22 @@ def clipped_thresholds(p) -> np.ndarray:
     return np.clip(np.ceil(p * float(TWO32)), 1, TWO32 - 1).astype(np.int64)
 
 
+def logit_thresholds(a) -> np.ndarray:
+    """Thresholds for ``P(+1) = sigma(a) = 1 / (1 + e^-a)`` that are exactly Z2-symmetric.
+
+    ``T(a) = ceil(sigma(|a|) 2**32)`` clipped to ``[2**31, 2**32 - 1]`` for ``a >= 0`` and
+    ``T(a) = 2**32 - T(-a)`` for ``a < 0``, so the realised ``P(+1 | a)`` equals ``P(-1 | -a)`` to the
+    last bit: a Z2-odd log-odds gives an exactly Z2-invariant ``q``.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if np.any(np.isnan(a)):
+        raise ValueError("log-odds must not be NaN")
+    with np.errstate(over="ignore"):
+        p = 1.0 / (1.0 + np.exp(-np.abs(a)))
+    t = np.clip(np.ceil(p * float(TWO32)), TWO32 >> 1, TWO32 - 1).astype(np.int64)
+    return np.where(a >= 0, t, TWO32 - t)
+
+
 class CoarsestLevel:
     """Exact sampler of the c x c Boltzmann distribution with couplings ``(K_nn, K_nnn)``."""
 
@@ -83,8 +99,10 @@ class CoarsestLevel:
         self.thresholds = []
         self._logp = []
         for k in range(self.n):
-            p_up = np.exp(marg[k + 1].reshape(-1, 2)[:, 1] - marg[k])
-            T = clipped_thresholds(np.clip(p_up, 0.0, 1.0))
+            m = marg[k + 1].reshape(-1, 2)
+            T = logit_thresholds(m[:, 1] - m[:, 0])
+            # the distribution is Z2-even: make the realised one exactly so (prefix <-> flipped prefix)
+            T = np.where(np.arange(T.size) < T.size // 2, TWO32 - T[::-1], T) if k else np.full(1, TWO32 >> 1)
             self.thresholds.append(T)
             self._logp.append(realised_log_probabilities(T))
 

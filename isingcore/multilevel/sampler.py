@@ -10,7 +10,8 @@ is always the exact heat bath at the model's beta, so a sampler is exact whereve
 levels are.
 
 Exactness of ``log q``. Each site is one integer Bernoulli draw ``r < T`` with the Philox word
-``r`` and ``T = ceil(sigma(a) 2**32)`` clipped to ``[1, 2**32 - 1]``; ``log q`` sums the logs of the
+``r`` and ``T ~ sigma(a) 2**32`` in ``[1, 2**32 - 1]`` (exactly Z2-symmetric, see
+:func:`.coarsest.logit_thresholds`); ``log q`` sums the logs of the
 *realised* probabilities ``T / 2**32`` and ``1 - T / 2**32`` (:mod:`.coarsest`). It is therefore the
 log-probability of the sampler exactly as it runs (up to float64 rounding of the sum), it is
 normalised over all configurations, and every configuration has ``q > 0``.
@@ -29,7 +30,7 @@ import numpy as np
 
 from .._array import get_namespace, namespace, to_numpy
 from ..random import Purpose, check_seed, random_words
-from .coarsest import CoarsestLevel, clipped_thresholds, realised_log_probabilities
+from .coarsest import CoarsestLevel, logit_thresholds, realised_log_probabilities
 from .hierarchy import Hierarchy
 
 
@@ -66,9 +67,7 @@ class HeatBathLevel:
             raise ValueError(f"coupling of level {level.index} must be finite, got {K}")
         self.level = level
         self.coupling = K
-        sums = np.arange(-4, 5, 2)
-        p = 1.0 / (1.0 + np.exp(-2.0 * K * sums))
-        self.T = clipped_thresholds(p)  # indexed by (sum + 4) // 2
+        self.T = logit_thresholds(2.0 * K * np.arange(-4, 5, 2))  # indexed by (sum + 4) // 2
         self.logp_up, self.logp_dn = realised_log_probabilities(self.T)
 
     def thresholds(self, flat, xp):
@@ -100,10 +99,7 @@ class NetworkLevel:
 
     def thresholds(self, flat, xp):
         L = self.hierarchy.size
-        a = to_numpy(self.logits(xp.reshape(flat, (flat.shape[0], L, L)), xp))
-        with np.errstate(over="ignore"):
-            p = 1.0 / (1.0 + np.exp(-a))
-        T = clipped_thresholds(p)
+        T = logit_thresholds(to_numpy(self.logits(xp.reshape(flat, (flat.shape[0], L, L)), xp)))
         up, dn = realised_log_probabilities(T)
         return xp.asarray(T), xp.asarray(up), xp.asarray(dn)
 
