@@ -15,7 +15,7 @@ is made (the inverse-RG refinement of 13,824^2 lattices relies on that).
 import numpy as np
 from numba import njit, prange
 
-from .philox import word_scratch, words_into
+from .philox import MASK, S32, philox4x32_10, word_scratch, words_into
 
 PURPOSE_LOCAL = 1  # isingcore.random.Purpose.LOCAL: the default counter word 3 (``purpose``)
 
@@ -24,8 +24,12 @@ _N_CHUNKS = 64  # rows are handed to threads in at most this many chunks (scratc
 
 
 @njit(parallel=True, cache=True)
-def to_row_split(spins):
-    """In place, row by row: row i becomes [spins at j = 2m + (i & 1) | spins at j = 2m + 1 - (i & 1)]."""
+def to_row_split(spins, par=0):
+    """In place, row by row: row i becomes [spins at j = 2m + ((i + par) & 1) | spins at j = 2m + 1 - ((i + par) & 1)].
+
+    ``par``: parity of the global position of local site (0, 0) (``(x0 + y0) & 1`` for a tile at
+    global offset ``(x0, y0)``), so that "colour 0" is the global colour ``(x + y) % 2 == 0``.
+    """
     R, Lx, Ly = spins.shape
     half = Ly // 2
     rows = R * Lx
@@ -37,15 +41,15 @@ def to_row_split(spins):
             i = rr - r * Lx
             row = spins[r, i]
             tmp[:] = row
-            j0 = i & 1
+            j0 = (i + par) & 1
             for m in range(half):
                 row[m] = tmp[2 * m + j0]
                 row[half + m] = tmp[2 * m + 1 - j0]
 
 
 @njit(parallel=True, cache=True)
-def from_row_split(spins):
-    """Inverse of :func:`to_row_split` (in place)."""
+def from_row_split(spins, par=0):
+    """Inverse of :func:`to_row_split` (in place, same ``par``)."""
     R, Lx, Ly = spins.shape
     half = Ly // 2
     rows = R * Lx
@@ -57,7 +61,7 @@ def from_row_split(spins):
             i = rr - r * Lx
             row = spins[r, i]
             tmp[:] = row
-            j0 = i & 1
+            j0 = (i + par) & 1
             for m in range(half):
                 row[2 * m + j0] = tmp[m]
                 row[2 * m + 1 - j0] = tmp[half + m]
@@ -120,30 +124,97 @@ def _update_row(act, up, dn, row, side, buf, off, thr, symmetric):
 
 
 @njit(inline="always", cache=True)
-def _half_sweep_row(ab, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose):
-    """Update the active sites of row i of replica r in half-sweep ``step`` (colour ``colour``)."""
+def _row_words(buf, wb, c0, c1, c2, c3, half, gi, q0, gLy, step, purpose, seed, stream):
+    """Words of the ``half`` active sites of a row; returns ``(words, off)`` with site m's word at ``words[off + m]``.
+
+    Active site m of the row has global column ``gj = (q0 + 2 m) mod gLy`` (``0 <= q0 < gLy``) in
+    global row ``gi``; its word is ``(gi gLy + gj) // 2 = gi gLy/2 + q0//2 + m - s gLy/2`` on the
+    s-th wrap of the row (gLy even). Without a wrap (every row of an untiled lattice) the words are
+    one contiguous run, generated straight into ``buf``. A tile whose halo wraps around the
+    periodic lattice generates its longest run with :func:`words_into` and the few others one
+    block at a time, into ``wb``.
+    """
+    hy = gLy >> 1
+    base = gi * hy + (q0 >> 1)
+    if q0 + 2 * (half - 1) < gLy:
+        ng = ((base + half + 3) >> 2) - (base >> 2)
+        words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], base, step, purpose, seed, stream)
+        return buf, base - 4 * (base >> 2)
+    # the longest run s_main: m in [a, e) with word base - s hy + m
+    s_main = 0
+    a_main = 0
+    e_main = 0
+    s = 0
+    while True:
+        a = 0 if s == 0 else (s * gLy - q0 + 1) >> 1
+        if a >= half:
+            break
+        e = ((s + 1) * gLy - q0 + 1) >> 1
+        e = half if e > half else e
+        if e - a > e_main - a_main:
+            s_main, a_main, e_main = s, a, e
+        s += 1
+    first = base - s_main * hy + a_main
+    n = e_main - a_main
+    ng = ((first + n + 3) >> 2) - (first >> 2)
+    words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], first, step, purpose, seed, stream)
+    o = first - 4 * (first >> 2)
+    for m in range(a_main, e_main):
+        wb[m] = buf[o + m - a_main]
+    st = np.uint64(step)
+    s = 0
+    while True:
+        a = 0 if s == 0 else (s * gLy - q0 + 1) >> 1
+        if a >= half:
+            break
+        e = ((s + 1) * gLy - q0 + 1) >> 1
+        e = half if e > half else e
+        if s != s_main:
+            for m in range(a, e):
+                k = base - s * hy + m
+                w = philox4x32_10(np.uint64(k >> 2), st & MASK, st >> S32, np.uint64(purpose), seed, stream)
+                lane = k & 3
+                wb[m] = np.uint32(w[0] if lane == 0 else (w[1] if lane == 1 else (w[2] if lane == 2 else w[3])))
+        s += 1
+    return wb, 0
+
+
+@njit(inline="always", cache=True)
+def _half_sweep_row(ab, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose,
+                    wb, gx0, gy0, gLx, gLy):
+    """Update the active sites of row i of replica r in half-sweep ``step`` (colour ``colour``).
+
+    Local site (i, j) is the global site ``((i + gx0) mod gLx, (j + gy0) mod gLy)`` (``0 <= gx0 < gLx``,
+    ``0 <= gy0 < gLy``, both global sizes even; the whole lattice: ``gx0 = gy0 = 0``, ``gLx = Lx``,
+    ``gLy = Ly``): its colour and its word are those of the global site. The local neighbours wrap
+    around the local array, which is wrong only on its outermost rows and columns (a tile's halo).
+    """
     Lx = ab.shape[1]
     half = ab.shape[3]
     o = 1 - colour
     act = ab[r, i, colour]
-    h0 = i * half
-    ng = ((h0 + half + 3) >> 2) - (h0 >> 2)
-    words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], h0, step, purpose, seed, stream)
-    up, dn, row, off = ab[r, (i - 1 + Lx) % Lx, o], ab[r, (i + 1) % Lx, o], ab[r, i, o], h0 - 4 * (h0 >> 2)
-    # the row's first active site has j = (i + colour) & 1: side neighbour at m-1 (j = 0) or m+1.
+    par = (gx0 + gy0) & 1
+    p = (i + par + colour) & 1  # local column of the row's first active site
+    gi = (i + gx0) % gLx
+    q0 = (gy0 + p) % gLy
+    words, off = _row_words(buf, wb, c0, c1, c2, c3, half, gi, q0, gLy, step, purpose, seed, stream)
+    up, dn, row = ab[r, (i - 1 + Lx) % Lx, o], ab[r, (i + 1) % Lx, o], ab[r, i, o]
+    # the row's first active site has j = p: side neighbour at m-1 (j = 0) or m+1.
     # Two inlined copies with a literal offset: LLVM vectorises only a constant stride.
-    if ((i + colour) & 1) == 0:
-        _update_row(act, up, dn, row, -1, buf, off, thr, symmetric)
+    if p == 0:
+        _update_row(act, up, dn, row, -1, words, off, thr, symmetric)
     else:
-        _update_row(act, up, dn, row, 1, buf, off, thr, symmetric)
+        _update_row(act, up, dn, row, 1, words, off, thr, symmetric)
 
 
 # Not inlined on purpose: compiled as a function of its own, the row update vectorises; inlined into
 # the triple loop of the serial and per-replica drivers it did not (5x slower, measured). Inside the
 # prange body of the row-parallel driver the inlined form is the faster one (20 %).
 @njit(cache=True)
-def _half_sweep_row_call(ab, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose):
-    _half_sweep_row(ab, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose)
+def _half_sweep_row_call(ab, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose,
+                         wb, gx0, gy0, gLx, gLy):
+    _half_sweep_row(ab, r, i, colour, step, thr, seed, stream, symmetric, c0, c1, c2, c3, buf, purpose,
+                    wb, gx0, gy0, gLx, gLy)
 
 
 @njit(inline="always", cache=True)
@@ -154,10 +225,17 @@ def _is_symmetric(thr):
     return sym
 
 
+@njit(inline="always", cache=True)
+def _global_sizes(Lx, Ly, gLx, gLy):
+    """The global lattice sizes: 0 means the local one (an untiled lattice)."""
+    return (Lx if gLx == 0 else gLx), (Ly if gLy == 0 else gLy)
+
+
 @njit(parallel=True, cache=True)
-def _sweeps_parallel_rows(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
+def _sweeps_parallel_rows(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL, gx0=0, gy0=0, gLx=0, gLy=0):
     """Threads over rows (and replicas) inside each half-sweep: for a few large lattices."""
     R, Lx, _, half = ab.shape
+    gLx, gLy = _global_sizes(Lx, 2 * half, gLx, gLy)
     rows = R * Lx
     n_chunks = min(rows, 64)  # scratch is allocated once per chunk of rows
     ngmax = (half + 6) // 4 + 1
@@ -167,45 +245,55 @@ def _sweeps_parallel_rows(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE
         colour = np.int64(step & np.uint64(1))
         for ch in prange(n_chunks):
             c0, c1, c2, c3, buf = word_scratch(ngmax)
+            wb = np.empty(half, np.uint32)
             for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
                 r = rr // Lx
                 _half_sweep_row(ab, r, rr - r * Lx, colour, step, thr, seed, streams[r], symmetric,
-                                c0, c1, c2, c3, buf, purpose)
+                                c0, c1, c2, c3, buf, purpose, wb, gx0, gy0, gLx, gLy)
 
 
 @njit(inline="always", cache=True)
-def _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose):
+def _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose,
+                         wb, gx0, gy0, gLx, gLy):
     """All ``n_half`` half-sweeps of replica r."""
     Lx = ab.shape[1]
     for t in range(n_half):
         step = np.uint64(step0) + np.uint64(t)
         colour = np.int64(step & np.uint64(1))
         for i in range(Lx):
-            _half_sweep_row_call(ab, r, i, colour, step, thr, seed, streams[r], symmetric, c0, c1, c2, c3, buf, purpose)
+            _half_sweep_row_call(ab, r, i, colour, step, thr, seed, streams[r], symmetric, c0, c1, c2, c3, buf, purpose,
+                                 wb, gx0, gy0, gLx, gLy)
 
 
 @njit(parallel=True, cache=True)
-def _sweeps_parallel_replicas(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
+def _sweeps_parallel_replicas(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL, gx0=0, gy0=0, gLx=0,
+                              gLy=0):
     """Threads over replicas, all half-sweeps of a replica in one go: one barrier per call."""
     R, Lx, _, half = ab.shape
+    gLx, gLy = _global_sizes(Lx, 2 * half, gLx, gLy)
     ngmax = (half + 6) // 4 + 1
     symmetric = _is_symmetric(thr)
     for r in prange(R):
         c0, c1, c2, c3, buf = word_scratch(ngmax)
-        _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
+        wb = np.empty(half, np.uint32)
+        _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose,
+                             wb, gx0, gy0, gLx, gLy)
 
 
 # A separate function, not njit(parallel=False) of the one above: Numba's on-disk cache keys on
 # the Python function, so two compilations of one function would share (and swap) machine code.
 @njit(cache=True)
-def _sweeps_serial(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL):
+def _sweeps_serial(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL, gx0=0, gy0=0, gLx=0, gLy=0):
     """One thread, replica after replica."""
     R, Lx, _, half = ab.shape
+    gLx, gLy = _global_sizes(Lx, 2 * half, gLx, gLy)
     ngmax = (half + 6) // 4 + 1
     symmetric = _is_symmetric(thr)
     c0, c1, c2, c3, buf = word_scratch(ngmax)
+    wb = np.empty(half, np.uint32)
     for r in range(R):
-        _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose)
+        _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, c0, c1, c2, c3, buf, purpose,
+                             wb, gx0, gy0, gLx, gLy)
 
 
 #: below this many sites per half-sweep, one thread does all the work (a parallel region's
@@ -226,29 +314,50 @@ def choose_driver(R: int, Lx: int, Ly: int, n_threads: int | None = None):
     return _sweeps_parallel_rows
 
 
-def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, purpose=PURPOSE_LOCAL):
+def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, purpose=PURPOSE_LOCAL,
+                        offset=(0, 0), global_shape=None):
     """Fused counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps`, in place on NumPy int8 (R, Lx, Ly).
 
     The lattice is put into the row-split layout, swept and put back; the layout is restored even
     if the sweep is interrupted (KeyboardInterrupt is delivered when the compiled call returns).
+
+    Tiles: ``spins`` may be a tile (with its halo) of a larger periodic lattice of ``global_shape =
+    (gLx, gLy)`` (both even) whose local site (0, 0) is the global site ``offset = (x0, y0)``. Local
+    site (i, j) then takes the colour ``(x + y) % 2`` and the word ``(x gLy + y) // 2`` of global site
+    ``(x, y) = ((x0 + i) mod gLx, (y0 + j) mod gLy)``, so the sweeps make the same decisions as on
+    the whole lattice, except that the tile's own edges see wrong (locally periodic) neighbours:
+    after ``n`` half-sweeps the outermost ``n`` rows and columns are spoiled, the rest is exact
+    (the tiled upscaling pads by ``2k + 1`` sites for ``k`` sweeps). The local ``Ly`` must be even.
+    Defaults (``offset=(0, 0)``, ``global_shape=None`` = the local shape): the untiled bits.
     """
     if n_half_steps == 0 or spins.size == 0:
         return spins
+    R, Lx, Ly = spins.shape
+    if global_shape is None:
+        gLx, gLy = Lx, Ly
+    else:
+        gLx, gLy = (int(v) for v in global_shape)
+        if gLx < 2 or gLy < 2 or gLx % 2 or gLy % 2:
+            raise ValueError(f"global_shape must be two even sizes >= 2, got {tuple(global_shape)}")
+    if Ly % 2:
+        raise ValueError(f"the local lattice needs an even number of columns (Ly), got spins of shape {spins.shape}")
+    x0, y0 = int(offset[0]) % gLx, int(offset[1]) % gLy
     if not spins.flags.c_contiguous:
         work = np.ascontiguousarray(spins)
         checkerboard_sweeps(work, n_half_steps, step=step, thresholds=thresholds, seed=seed, streams=streams,
-                            purpose=purpose)
+                            purpose=purpose, offset=(x0, y0), global_shape=(gLx, gLy))
         spins[...] = work
         return spins
-    R, Lx, Ly = spins.shape
     driver = choose_driver(R, Lx, Ly)
+    par = np.int64((x0 + y0) & 1)
     split = False
     try:
-        to_row_split(spins)
+        to_row_split(spins, par)
         split = True
         driver(spins.reshape(R, Lx, 2, Ly // 2), np.ascontiguousarray(thresholds, dtype=np.int64), np.int64(seed),
-               np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), int(n_half_steps), np.int64(purpose))
+               np.ascontiguousarray(streams, dtype=np.uint32), np.uint64(step), int(n_half_steps), np.int64(purpose),
+               np.int64(x0), np.int64(y0), np.int64(gLx), np.int64(gLy))
     finally:
         if split:
-            from_row_split(spins)
+            from_row_split(spins, par)
     return spins

@@ -140,13 +140,15 @@ def _row_thresholds(frow, mub, tb, kind, clamp, pow2):
 
 @njit(inline="always", cache=True)
 def _sample_row(field, coarse, fine, n_local, n, x, x0, b, kind, clamp, seed, stream, step, purpose, pow2,
-                c0, c1, c2, c3, buf, mub, tb):
+                c0, c1, c2, c3, buf, mub, tb, gx0, gy0, gLy):
     """Fine row x of configuration n (field row x - x0 of tile configuration n_local); returns #non-finite.
 
     Three passes over the row: parents (no division per site), thresholds (vectorised), draws.
+    ``fine`` may be a tile of a larger lattice: its site (x, y) is global site (gx0 + x, gy0 + y) of
+    a lattice with ``gLy`` columns, and takes word ``(gx0 + x) gLy + gy0 + y`` (untiled: 0, 0, Ly).
     """
     Ly = fine.shape[2]
-    first = x * Ly
+    first = (gx0 + x) * gLy + gy0
     ng = ((first + Ly + 3) >> 2) - (first >> 2)
     words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], first, step, purpose, seed, stream)
     off = first - 4 * (first >> 2)
@@ -166,8 +168,10 @@ def _sample_row(field, coarse, fine, n_local, n, x, x0, b, kind, clamp, seed, st
 
 
 @njit(parallel=True, cache=True)
-def _sample_rows_parallel(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, pow2):
+def _sample_rows_parallel(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, pow2,
+                          gx0=0, gy0=0, gLy=0):
     Nc, H, Ly = field.shape
+    gLy = Ly if gLy == 0 else gLy
     rows_per = H - skip
     rows = Nc * rows_per
     n_chunks = min(rows, _N_CHUNKS)
@@ -181,13 +185,15 @@ def _sample_rows_parallel(field, coarse, fine, n0, x0, skip, b, kind, clamp, see
             nl = rr // rows_per
             x = x0 + skip + (rr - nl * rows_per)
             bad[ch] += _sample_row(field, coarse, fine, nl, n0 + nl, x, x0, b, kind, clamp, seed, streams[n0 + nl],
-                                   step, purpose, pow2, c0, c1, c2, c3, buf, mub, tb)
+                                       step, purpose, pow2, c0, c1, c2, c3, buf, mub, tb, gx0, gy0, gLy)
     return bad.sum()
 
 
 @njit(cache=True)
-def _sample_rows_serial(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, pow2):
+def _sample_rows_serial(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, pow2,
+                        gx0=0, gy0=0, gLy=0):
     Nc, H, Ly = field.shape
+    gLy = Ly if gLy == 0 else gLy
     ngmax = (Ly + 6) // 4 + 1
     c0, c1, c2, c3, buf = word_scratch(ngmax)
     mub = np.empty(Ly, np.int32)
@@ -196,7 +202,7 @@ def _sample_rows_serial(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed,
     for nl in range(Nc):
         for x in range(x0 + skip, x0 + H):
             bad += _sample_row(field, coarse, fine, nl, n0 + nl, x, x0, b, kind, clamp, seed, streams[n0 + nl],
-                               step, purpose, pow2, c0, c1, c2, c3, buf, mub, tb)
+                                   step, purpose, pow2, c0, c1, c2, c3, buf, mub, tb, gx0, gy0, gLy)
     return bad
 
 
@@ -206,18 +212,28 @@ def _parallel(n_sites: int) -> bool:
     return numba.get_num_threads() > 1 and n_sites >= SERIAL_SITES
 
 
-def sample_rows(field, coarse, fine, *, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose):
+def sample_rows(field, coarse, fine, *, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, offset=(0, 0),
+                global_ly=None):
     """Sample fine rows ``x0 + skip .. x0 + H - 1`` of configurations ``n0 .. n0 + Nc - 1`` into ``fine``.
 
     ``field``: float32 (Nc, H, Ly_out) (row ``x - x0`` of the tile is fine row ``x``);
     ``coarse``: int8 (N, Lx, Ly) +-1; ``fine``: int8 (N, b Lx, b Ly), written in place;
     ``kind``: :data:`KIND_LOGIT` or :data:`KIND_MEAN`; ``clamp``: A (mean) ; ``streams``: uint32 (N,).
+    Tiles: ``fine`` (and ``coarse``, its parents) may be a tile of a larger lattice with
+    ``global_ly`` columns whose local site (0, 0) is global site ``offset = (X0, Y0)`` (``X0``, ``Y0``
+    multiples of b); site (x, y) then uses word ``(X0 + x) global_ly + Y0 + y``, the word of the
+    untiled lattice. Defaults: the untiled lattice.
     Returns the number of non-finite field values met (those sites are left unwritten).
     """
     Nc, H, Ly = field.shape
+    gx0, gy0 = (int(v) for v in offset)
+    gly = Ly if global_ly is None else int(global_ly)
+    if gx0 < 0 or gy0 < 0 or gy0 + Ly > gly:
+        raise ValueError(f"offset={tuple(offset)} with global_ly={gly} does not hold a tile of {Ly} columns")
     fn = _sample_rows_parallel if _parallel(Nc * (H - skip) * Ly) else _sample_rows_serial
     return int(fn(field, coarse, fine, np.int64(n0), np.int64(x0), np.int64(skip), np.int64(b), np.int64(kind),
-                  np.float64(clamp), np.int64(seed), streams, np.uint64(step), np.int64(purpose), POW2))
+                  np.float64(clamp), np.int64(seed), streams, np.uint64(step), np.int64(purpose), POW2,
+                  np.int64(gx0), np.int64(gy0), np.int64(gly)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""Tiled inverse-RG upscaling (isingcore.rg.tiled): bit for bit equal to the untiled pipeline.
+
+Every random decision is keyed by the global site, so any tiling must give the untiled bits:
+16 -> 144 (two stages, b = 3, the shipped ECMK model, halo 4) with square, uneven and
+rectangular tiles and several refinement sweeps per halo exchange; the offset-aware kernels
+against the untiled ones for every tile position, including tiles that wrap around the torus;
+the out-of-core pipeline (giant-lattice file) against :func:`isingcore.rg.upscale.generate`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask")
+pytest.importorskip("onnxruntime")
+
+from isingcore import random as rng  # noqa: E402
+from isingcore.backends.numba_cpu import local as fused_local  # noqa: E402
+from isingcore.backends.numba_cpu import upscale as fused  # noqa: E402
+from isingcore.giant import open_giant  # noqa: E402
+from isingcore.mcmc import local  # noqa: E402
+from isingcore.rg import tiled as T  # noqa: E402
+from isingcore.rg import upscale as U  # noqa: E402
+from isingcore.rg.models import load_model  # noqa: E402
+
+MODEL = "ecmk-b3-k9-mse"
+SEED = 3
+REFINE = 5
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(MODEL)
+
+
+@pytest.fixture(scope="module")
+def untiled(model):
+    """Seed 16^2 and the untiled stages 48^2, 144^2 (configuration 0 of generate)."""
+    res = U.generate(model, seed_size=16, stages=2, refine=REFINE, configs=1, seed=SEED, thermalize=20)
+    seeds, _ = U.seed_configurations(16, configs=1, seed=SEED, beta=model.beta, thermalize=20)
+    s1 = U.upscale(seeds, model, seed=SEED, stage=1, refine=REFINE)
+    return np.ascontiguousarray(seeds[0]), s1[0], np.asarray(res.spins[0])
+
+
+@pytest.mark.parametrize("tile, k", [(48, None), (36, 2), (60, 3), ((30, 48), 1), (144, 5)])
+def test_tiled_stages_equal_untiled_bit_for_bit(model, untiled, tile, k):
+    s0, s1, s2 = untiled
+    a = T.upscale_tiled(s0, model, seed=SEED, stage=1, tile=tile, refine=REFINE, sweeps_per_exchange=k)
+    a = a.compute(scheduler="threads")
+    assert a.dtype == np.int8 and np.array_equal(a, s1)
+    c = T.upscale_tiled(a, model, seed=SEED, stage=2, tile=tile, refine=REFINE, sweeps_per_exchange=k)
+    assert len(c.chunks[0]) >= (1 if tile == 144 else 3)
+    assert np.array_equal(c.compute(scheduler="threads"), s2)
+
+
+def test_sampling_alone_is_tiling_invariant(model, untiled):
+    s0, _, _ = untiled
+    want = U.sample_stage(s0[None], model, seed=SEED, stage=1)[0]
+    got = T.sample_stage_tiled(s0, model, seed=SEED, stage=1, tile=(12, 18)).compute(scheduler="sync")
+    assert np.array_equal(got, want)
+
+
+def test_a_wrong_halo_would_be_seen(model, untiled):
+    """The comparison can fail: k = 5 sweeps on a halo of 1 site (instead of 2k + 1) spoil the tile edges."""
+    s0, s1, _ = untiled
+    fine = T.sample_stage_tiled(s0, model, seed=SEED, stage=1, tile=12)
+    Lx = fine.shape[0]
+    thr = local.flip_thresholds("metropolis", model.beta)
+    H = 1
+    bad = fine.map_overlap(T._refine_block, depth=H, boundary="periodic", trim=True, dtype=np.int8,
+                           offsets=T._offsets(fine.chunks), H=H, gshape=(Lx, Lx), sweeps=REFINE, step=1 << 32,
+                           thr=thr, seed=SEED, stream=0, threads=None).compute(scheduler="sync")
+    assert not np.array_equal(bad, s1)
+
+
+@pytest.mark.parametrize("shape", [(12, 16), (10, 8)])
+def test_checkerboard_kernel_with_global_offsets(shape):
+    """Every tile position (wrapping included, tiles up to the whole torus): interior = untiled bits."""
+    gLx, gLy = shape
+    rs = np.random.default_rng(gLx)
+    s = rs.choice(np.array([-1, 1], np.int8), size=(1, gLx, gLy))
+    thr = local.flip_thresholds("metropolis", 0.44)
+    st = np.array([7], np.uint32)
+    n_half = 4
+    ref = fused_local.checkerboard_sweeps(s.copy(), n_half, step=(2 << 32) + 3, thresholds=thr, seed=2, streams=st,
+                                          purpose=int(rng.Purpose.REFINE))
+    H = n_half
+    for x0 in range(gLx):
+        for y0 in range(gLy):
+            for tx, ty in ((3, 4), (1, 2), (gLx, gLy)):
+                ri = np.arange(x0 - H, x0 + tx + H) % gLx
+                ci = np.arange(y0 - H, y0 + ty + H) % gLy
+                t = np.ascontiguousarray(s[:, ri][:, :, ci])
+                fused_local.checkerboard_sweeps(t, n_half, step=(2 << 32) + 3, thresholds=thr, seed=2, streams=st,
+                                                purpose=int(rng.Purpose.REFINE), offset=(x0 - H, y0 - H),
+                                                global_shape=(gLx, gLy))
+                want = ref[:, np.arange(x0, x0 + tx) % gLx][:, :, np.arange(y0, y0 + ty) % gLy]
+                assert np.array_equal(t[:, H:H + tx, H:H + ty], want), (x0, y0, tx, ty)
+
+
+def test_sample_rows_with_offsets_matches_whole_lattice():
+    rs = np.random.default_rng(5)
+    b, Lc = 2, 6
+    coarse = rs.choice(np.array([-1, 1], np.int8), size=(1, Lc, Lc))
+    field = rs.normal(size=(1, b * Lc, b * Lc)).astype(np.float32)
+    st = np.array([4], np.uint32)
+    kw = dict(b=b, kind=0, clamp=0.0, seed=9, streams=st, step=2, purpose=int(rng.Purpose.UPSCALE))
+    want = np.zeros((1, b * Lc, b * Lc), np.int8)
+    fused.sample_rows(field, coarse, want, n0=0, x0=0, skip=0, **kw)
+    for X, Y, h, w in ((0, 0, 4, 6), (4, 6, 8, 6), (10, 2, 2, 10)):
+        out = np.zeros((1, h, w), np.int8)
+        sub_c = np.ascontiguousarray(coarse[:, X // b:(X + h) // b, Y // b:(Y + w) // b])
+        fused.sample_rows(np.ascontiguousarray(field[:, X:X + h, Y:Y + w]), sub_c, out, n0=0, x0=0, skip=0,
+                          offset=(X, Y), global_ly=b * Lc, **kw)
+        assert np.array_equal(out[0], want[0, X:X + h, Y:Y + w])
+    with pytest.raises(ValueError, match="offset"):
+        fused.sample_rows(field[:, :2, :4], coarse[:, :1, :2], np.zeros((1, 2, 4), np.int8), n0=0, x0=0, skip=0,
+                          offset=(0, 10), global_ly=12, **kw)
+
+
+def test_generate_tiled_file_equals_generate(model, untiled, tmp_path):
+    _, s1, s2 = untiled
+    path = tmp_path / "giant.h5"
+    summary = T.generate_tiled(model, seed_size=16, stages=2, out=str(path), tile=24, refine=REFINE, seed=SEED,
+                               workers=2, thermalize=20)
+    assert [s["L"] for s in summary["stages"]] == [16, 48, 144]
+    with open_giant(str(path)) as g:
+        assert g.shape == (144, 144) and g.attrs["model"] == MODEL and g.attrs["refine"] == REFINE
+        assert np.array_equal(g[:, :], s2)
+        assert g.ds.chunks == (24, 3) and g.ds.compression == "gzip"
+    with open_giant(str(path), "stages/1") as g:
+        assert np.array_equal(np.asarray(g), s1)
+    assert summary["stages"][-1]["m"] == pytest.approx(float(s2.mean()))
+
+
+def test_bad_parameters_are_named(model, untiled):
+    s0 = untiled[0]
+    with pytest.raises(ValueError, match="tile"):
+        T.upscale_tiled(s0, model, seed=1, stage=1, tile=10)  # not a multiple of b = 3
+    with pytest.raises(ValueError, match="halo"):
+        T.upscale_tiled(s0, model, seed=1, stage=1, tile=9)  # 3 coarse sites < halo 4
+    with pytest.raises(ValueError, match="sweeps_per_exchange"):
+        T.upscale_tiled(s0, model, seed=1, stage=1, tile=12, refine=10, sweeps_per_exchange=6)
+    with pytest.raises(ValueError, match="coarse"):
+        T.upscale_tiled(s0[None], model, seed=1, stage=1, tile=12)
+    with pytest.raises(ValueError, match="tile"):
+        T.generate_tiled(model, seed_size=16, stages=1, out="unused.h5", tile=12)  # not a multiple of 8
