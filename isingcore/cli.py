@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the shipped inverse-RG upscaling models")
     p.add_argument("--dir", default=None, help="list the .onnx models of this directory instead of the shipped ones")
+    p.add_argument("--multilevel", action="store_true",
+                   help="list the multilevel samplers (isingcore sample --algorithm multilevel --model NAME) instead")
     p.add_argument("--json", action="store_true", help="one JSON list instead of the table")
 
     p = sub.add_parser("upscale", help="inverse-RG generation: Wolff seeds, then upscaling stages with an ONNX model")
@@ -328,6 +330,8 @@ def cmd_info() -> int:
 
 def cmd_models(args) -> int:
     """``isingcore models``: the registry as a table (or JSON)."""
+    if args.multilevel:
+        return _cmd_multilevel_models(args)
     from .rg.models import list_models, models_directory
 
     directory = args.dir or models_directory()
@@ -353,6 +357,29 @@ def cmd_models(args) -> int:
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)) if len(r) == len(cols) else "  ".join(r))
+    print(f"({len(models)} model(s) in {directory})")
+    return 0
+
+
+def _cmd_multilevel_models(args) -> int:
+    from .multilevel.models import list_models, models_directory
+
+    directory = args.dir or models_directory()
+    models = list_models(directory)
+    if args.json:
+        print(json.dumps(models, default=str))
+        return 0
+    if not models:
+        print(f"no multilevel models in {directory}")
+        return 0
+    print(f"{'name':<22}{'L':>5}{'beta':>14}{'levels':>8}  {'learned levels':<22}{'ESS/N':>10}")
+    for m in models:
+        if "error" in m:
+            print(f"{m['name']:<22}UNUSABLE: {m['error']}")
+            continue
+        ess = "" if m.get("ess") is None else f"{m['ess']:.4g}"
+        learned = ",".join(str(i) for i in m["learned_levels"]) or "none (heat bath)"
+        print(f"{m['name']:<22}{m['size']:>5}{m['beta']:>14.10g}{m['levels']:>8}  {learned:<22}{ess:>10}")
     print(f"({len(models)} model(s) in {directory})")
     return 0
 
