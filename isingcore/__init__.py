@@ -45,8 +45,9 @@ _LAZY = {
     "Simulation": ("isingcore.simulation", "Simulation"),
     "ALGORITHMS": ("isingcore.simulation", "ALGORITHMS"),
     "BackendUnavailableError": ("isingcore._array", "BackendUnavailableError"),
+    "MultilevelSampler": ("isingcore.multilevel", "MultilevelSampler"),
 }
-_SUBMODULES = {"random", "mcmc", "exact", "measure", "io", "constants", "simulation", "cli"}
+_SUBMODULES = {"random", "mcmc", "exact", "measure", "io", "constants", "simulation", "cli", "multilevel", "rg"}
 
 
 def __getattr__(name):
@@ -64,4 +65,4 @@ def __dir__():
     return sorted(list(globals()) + list(_LAZY) + list(_SUBMODULES))
 
 
-__all__ = ["BETA_C", "K_C", "Simulation", "ALGORITHMS", "BackendUnavailableError", "__version__"]
+__all__ = ["BETA_C", "K_C", "Simulation", "ALGORITHMS", "MultilevelSampler", "BackendUnavailableError", "__version__"]

@@ -116,6 +116,8 @@ class MultilevelSampler:
 
     def __init__(self, size: int | None = None, beta: float | None = None, *, model=None, coarsest: int = 4,
                  couplings=None, coarsest_couplings=None, backend: str = "numpy"):
+        if backend not in ("numpy", "cupy"):
+            raise ValueError(f"backend={backend!r}: the multilevel sampler runs on 'numpy' or 'cupy'")
         self.backend = backend
         self.xp = namespace(backend)
         if model is not None:
