@@ -8,7 +8,7 @@ promotes to float64, so every constant and input is cast explicitly.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 M0 = np.uint64(0xD2511F53)
 M1 = np.uint64(0xCD9E8D57)
@@ -111,3 +111,18 @@ def fill_words(out, first, step, purpose, seed, stream):
     off = first - 4 * (first >> 2)
     for q in range(n):
         out[q] = buf[off + q]
+
+
+@njit(cache=True, parallel=True)
+def stream_words(out, streams, step, purpose, seed):
+    """out[i, k] = word k of the stream (seed, streams[i], step, purpose): random_words for many streams.
+
+    Threads over the streams; the same bits as :func:`isingcore.random.random_words`.
+    """
+    B, n = out.shape
+    ng = (n + 3) >> 2
+    for i in prange(B):
+        c0, c1, c2, c3, buf = word_scratch(ng)
+        words_into(buf, c0, c1, c2, c3, 0, step, purpose, seed, np.uint32(streams[i]))
+        for k in range(n):
+            out[i, k] = buf[k]

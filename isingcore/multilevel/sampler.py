@@ -70,11 +70,16 @@ class HeatBathLevel:
         self.T = logit_thresholds(2.0 * K * np.arange(-4, 5, 2))  # indexed by (sum + 4) // 2
         self.logp_up, self.logp_dn = realised_log_probabilities(self.T)
 
-    def thresholds(self, flat, xp):
-        """``(T, log P(+1), log P(-1))`` for the level's sites, each ``(B, n_sites)``."""
-        nb = xp.asarray(self.level.neighbours)
-        nbs = xp.astype(xp.take(flat, xp.reshape(nb, (-1,)), axis=1), xp.int32)
-        idx = (xp.sum(xp.reshape(nbs, (flat.shape[0], -1, 4)), axis=2) + 4) // 2
+    def thresholds(self, sm, xp):
+        """``(T, log P(+1), log P(-1))`` for the level's sites, each ``(n_sites, B)``.
+
+        ``sm``: the configurations site-major, ``(L*L, B)`` int8 (row gathers are contiguous copies).
+        """
+        nb = self.level.neighbours
+        total = xp.take(sm, xp.asarray(nb[:, 0]), axis=0)  # int8: a sum of four spins fits
+        for j in range(1, 4):
+            total = total + xp.take(sm, xp.asarray(nb[:, j]), axis=0)
+        idx = xp.astype((total + 4) // 2, xp.int64)
         return (xp.take(xp.asarray(self.T), idx, axis=0), xp.take(xp.asarray(self.logp_up), idx, axis=0),
                 xp.take(xp.asarray(self.logp_dn), idx, axis=0))
 
@@ -97,9 +102,11 @@ class NetworkLevel:
         flat = xp.reshape(out, (out.shape[0], -1))
         return xp.astype(xp.take(flat, xp.asarray(g[:, 0] * self.level.grid_size + g[:, 1]), axis=1), xp.float64)
 
-    def thresholds(self, flat, xp):
+    def thresholds(self, sm, xp):
+        """As :meth:`HeatBathLevel.thresholds`, from the network's log-odds."""
         L = self.hierarchy.size
-        T = logit_thresholds(to_numpy(self.logits(xp.reshape(flat, (flat.shape[0], L, L)), xp)))
+        spins = xp.reshape(sm.T.copy(), (sm.shape[1], L, L))
+        T = logit_thresholds(to_numpy(self.logits(spins, xp)).T)
         up, dn = realised_log_probabilities(T)
         return xp.asarray(T), xp.asarray(up), xp.asarray(dn)
 
@@ -166,31 +173,42 @@ class MultilevelSampler:
         return f"MultilevelSampler(size={self.size}, beta={self.beta}, {self.kind}, levels={self.hierarchy.n_levels})"
 
     def _words(self, seed: int, streams):
+        """Words ``k = 0 .. L^2 - 1`` of the streams (Numba kernel on NumPy, the array-API reference elsewhere)."""
         L = self.size
+        if self.backend == "numpy":
+            from .._array import fast_kernel
+
+            kern = fast_kernel("numpy", "auto", "philox", "stream_words")
+            out = np.empty((len(streams), L * L), dtype=np.uint32)
+            kern(out, np.asarray(streams, dtype=np.int64), np.uint64(0), np.uint32(Purpose.MULTILEVEL), np.uint32(seed))
+            return out
         return random_words(L * L, seed=seed, stream=self.xp.asarray(streams), step=0,
                             purpose=Purpose.MULTILEVEL, xp=self.xp)
 
-    def _run(self, flat, words):
-        """Sample (``words`` given) or score (``words=None``) the configurations ``flat`` in place."""
+    def _run(self, sm, words):
+        """Sample (``words`` given) or score (``words=None``) the site-major configurations ``sm`` in place.
+
+        ``sm``: ``(L*L, B)`` int8 (zeros when sampling); ``words``: ``(L*L, B)`` uint32. Returns ``ln q``.
+        """
         xp = self.xp
-        B = flat.shape[0]
+        B = sm.shape[1]
         H = self.hierarchy
         s0 = xp.asarray(H.levels[0].sites)
         if words is not None:
-            spins0, logq = self.coarsest_level.sample(to_numpy(xp.take(words, s0, axis=1)))
-            flat[:, s0] = xp.asarray(spins0.reshape(B, -1))
+            spins0, logq = self.coarsest_level.sample(to_numpy(xp.take(words, s0, axis=0)).T)
+            sm[s0, :] = xp.asarray(spins0.reshape(B, -1).T)
         else:
-            logq = self.coarsest_level.log_prob(to_numpy(xp.take(flat, s0, axis=1)))
+            logq = self.coarsest_level.log_prob(to_numpy(xp.take(sm, s0, axis=0)).T)
         logq = xp.asarray(logq)
         for lev in self.levels:
             sites = xp.asarray(lev.level.sites)
-            T, up, dn = lev.thresholds(flat, xp)
+            T, up, dn = lev.thresholds(sm, xp)
             if words is not None:
-                bit = xp.astype(xp.take(words, sites, axis=1), xp.int64) < T
-                flat[:, sites] = xp.where(bit, xp.asarray(1, dtype=xp.int8), xp.asarray(-1, dtype=xp.int8))
+                bit = xp.astype(xp.take(words, sites, axis=0), xp.int64) < T
+                sm[sites, :] = xp.where(bit, xp.asarray(1, dtype=xp.int8), xp.asarray(-1, dtype=xp.int8))
             else:
-                bit = xp.take(flat, sites, axis=1) > 0
-            logq = logq + xp.sum(xp.where(bit, up, dn), axis=1)
+                bit = xp.take(sm, sites, axis=0) > 0
+            logq = logq + xp.sum(xp.where(bit, up, dn), axis=0)
         return to_numpy(logq).astype(np.float64)
 
     def sample(self, n: int, *, seed: int, first: int = 0, batch: int | None = None, progress=None) -> MultilevelSample:
@@ -207,10 +225,10 @@ class MultilevelSampler:
         spins, logq = [], []
         for b0 in range(0, n, batch):
             streams = np.arange(first + b0, first + min(n, b0 + batch), dtype=np.int64)
-            words = self._words(seed, streams)
-            flat = xp.zeros((streams.shape[0], L * L), dtype=xp.int8)
-            logq.append(self._run(flat, words))
-            spins.append(xp.reshape(flat, (-1, L, L)))
+            words = self._words(seed, streams).T.copy()  # site-major
+            sm = xp.zeros((L * L, streams.shape[0]), dtype=xp.int8)
+            logq.append(self._run(sm, words))
+            spins.append(xp.reshape(sm.T.copy(), (-1, L, L)))
             if progress is not None:
                 progress(streams.shape[0])
         spins = xp.concat(spins, axis=0) if len(spins) > 1 else spins[0]
@@ -228,7 +246,7 @@ class MultilevelSampler:
             raise ValueError(f"spins must have shape (B, {L}, {L}), got {tuple(s.shape)}")
         if batch is None:
             batch = max(1, (1 << 22) // (L * L))
-        out = [self._run(xp.reshape(xp.astype(s[i:i + batch], xp.int8), (-1, L * L)), None)
+        out = [self._run(xp.reshape(xp.astype(s[i:i + batch], xp.int8), (-1, L * L)).T.copy(), None)
                for i in range(0, s.shape[0], batch)]
         return np.concatenate(out)
 
