@@ -98,3 +98,14 @@ def test_seed_validation_names_parameter(bad):
         rng.check_seed(bad)
     with pytest.raises((ValueError, TypeError), match="seed"):
         rng.random_words(4, seed=bad, stream=0, step=0, purpose=0)
+
+
+@given(seed=st.integers(0, F), step=st.integers(0, 2**64 - 1), purpose=st.integers(0, 7), n=st.integers(1, 23),
+       streams=st.lists(st.integers(0, F), min_size=1, max_size=5))
+def test_stream_words_kernel_equals_random_words(seed, step, purpose, n, streams):
+    from isingcore.backends.numba_cpu.philox import stream_words
+
+    s = np.asarray(streams, dtype=np.int64)
+    out = np.empty((len(streams), n), dtype=np.uint32)
+    stream_words(out, s, np.uint64(step), np.uint32(purpose), np.uint32(seed))
+    assert np.array_equal(out, rng.random_words(n, seed=seed, stream=s, step=step, purpose=purpose))
