@@ -10,7 +10,8 @@ Subcommands::
     isingcore info
     isingcore models [--dir DIR] [--json]         # the shipped inverse-RG upscaling models
     isingcore upscale --model NAME|PATH --seed-size 512 --stages 3 --refine 25 --configs N --seed S \
-                      --out FILE.h5 [--png FILE.png] [--backend numpy|cupy] [--progress]
+                      --out FILE.h5 [--png FILE.png] [--backend numpy|cupy] [--band-rows R] [--progress]
+    isingcore upscale ... --tile T [--workers N]  # tiled, out of core (isingcore.rg.tiled): a giant-lattice file
 """
 
 from __future__ import annotations
@@ -113,7 +114,15 @@ def _add_upscale_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--seed", type=_nonneg_int, default=1)
     p.add_argument("--thermalize", type=_nonneg_int, default=None,
                    help="Wolff sweeps for the seeds (default: 20 tau_int at K_c for L0, from an ordered start)")
-    p.add_argument("--tile", type=_positive_int, default=None, help="coarse rows per onnxruntime call (default: automatic)")
+    p.add_argument("--band-rows", type=_positive_int, default=None,
+                   help="coarse rows per onnxruntime call on the untiled path (default: automatic)")
+    p.add_argument("--tile", type=_positive_int, default=None, metavar="T",
+                   help="tiled out-of-core path (Dask): fine tiles of T x T sites (a multiple of 8 and of the model's "
+                        "scale b); --out is then a giant-lattice file (docs/FORMAT.md section 10) with one configuration")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="tiled path: N Dask threads computing tiles at once (default 1; alone it implies --tile 3456)")
+    p.add_argument("--sweeps-per-exchange", type=_positive_int, default=None, metavar="K",
+                   help="tiled path: refinement sweeps between halo exchanges, halo 2K+1 (default: all that fit a tile)")
     p.add_argument("--backend", default="numpy", help="numpy or cupy")
     p.add_argument("--out", required=defaults["out"] is None, default=defaults["out"], help="output HDF5 ensemble (one configuration per seed, final size)")
     p.add_argument("--png", default=defaults["png"], help="also draw the first configuration into this PNG (needs matplotlib)")
@@ -384,6 +393,58 @@ def _cmd_multilevel_models(args) -> int:
     return 0
 
 
+def _cmd_upscale_tiled(args) -> int:
+    """``isingcore upscale --tile T [--workers N]``: one giant configuration, tile by tile, into a giant-lattice file."""
+    from .giant import open_giant
+    from .measure.streaming import lattice_observables
+    from .rg.models import load_model
+    from .rg.tiled import generate_tiled
+
+    if args.configs != 1:
+        raise SystemExit(f"isingcore upscale: the tiled path (--tile/--workers) makes one configuration; got --configs "
+                         f"{args.configs}")
+    if args.backend != "numpy":
+        raise SystemExit(f"isingcore upscale: the tiled path runs on the CPU; got --backend {args.backend}")
+    if args.band_rows is not None:
+        raise SystemExit("isingcore upscale: --band-rows belongs to the untiled path; drop it with --tile/--workers")
+    model = load_model(args.model)
+    tile = 3456 if args.tile is None else args.tile
+    progress = _progress_enabled(args.progress)
+    log = (lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        summary = generate_tiled(model, seed_size=args.seed_size, stages=args.stages, out=args.out, tile=tile,
+                                 refine=args.refine, seed=args.seed, workers=args.workers or 1,
+                                 sweeps_per_exchange=args.sweeps_per_exchange, thermalize=args.thermalize,
+                                 overwrite=True, progress=progress, log=log,
+                                 extra_attrs={"command": " ".join(sys.argv[1:]) or "isingcore upscale"})
+    except ValueError as exc:
+        raise SystemExit(f"isingcore upscale: {exc}") from None
+    with open_giant(args.out) as lat:
+        obs = lattice_observables(lat, progress=progress)
+        L = lat.shape[0]
+        if args.png:
+            from .report import figure_configuration
+
+            w = min(L, 4096)
+            figure_configuration(lat[0:w, 0:w], args.png,
+                                 f"{model.name}: L0={args.seed_size} -> L={L} (top-left {w}^2), seed {args.seed}")
+    summary["final"] = {k: obs[k].as_dict() for k in ("energy", "magnetization", "c10", "c11")}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"model {model.name} (scale {model.scale}, {model.output_kind}, beta={model.beta:.10g}); seed: "
+          f"{'wolff' if args.seed_size > 1 else 'single spin'} at L0={args.seed_size}; tiles of {tile}, "
+          f"{args.workers or 1} worker(s); refine {args.refine}")
+    print(f"{'stage':>5} {'L':>7} {'tiles':>6} {'m':>10} {'s':>9}")
+    for st in summary["stages"]:
+        print(f"{st['stage']:>5} {st['L']:>7} {st.get('tiles', 1):>6} {st['m']:>+10.6f} {st['seconds']:>9.1f}")
+    print(f"final {L}x{L}: e = {obs['energy']}  c10 = {obs['c10']}  c11 = {obs['c11']}  m = {obs['magnetization']}  "
+          f"(errors over {obs['energy'].n_tiles} tiles of {obs['tile']}); critical point, L -> infinity: "
+          f"c10 = 1/sqrt(2) = 0.707107, c11 = 2/pi = 0.636620")
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MiB) in {summary['seconds']:.1f} s")
+    return 0
+
+
 def cmd_upscale(args) -> int:
     """``isingcore upscale``: generate, write the ensemble with the stage history, print the table."""
     from . import io as iio
@@ -393,11 +454,15 @@ def cmd_upscale(args) -> int:
 
     if os.path.exists(args.out) and not args.overwrite:
         raise SystemExit(f"isingcore upscale: {args.out} exists; pass --overwrite to replace it")
+    if args.tile is not None or args.workers is not None:
+        return _cmd_upscale_tiled(args)
+    if args.sweeps_per_exchange is not None:
+        raise SystemExit("isingcore upscale: --sweeps-per-exchange belongs to the tiled path; add --tile T")
     model = load_model(args.model)
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k))
     progress = _progress_enabled(args.progress)
     res = generate(model, seed_size=args.seed_size, stages=args.stages, refine=args.refine, configs=args.configs,
-                   seed=args.seed, backend=args.backend, progress=progress, tile=args.tile,
+                   seed=args.seed, backend=args.backend, progress=progress, band_rows=args.band_rows,
                    thermalize=args.thermalize, log=log if progress else None)
     L = res.history[-1]["L"]
     final = res.history[-1]

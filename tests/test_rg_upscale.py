@@ -186,7 +186,7 @@ def test_bad_models_are_refused_with_the_reason(tmp_path, change, match):
 def test_field_is_the_minimal_model(models):
     """Periodic padding outside the model + the coarse rewrite == NN upsampling then the circular fine kernel."""
     c = random_spins((2, 6, 5), 1)
-    f = U.upscale_field(c, models["b2"], tile=2)
+    f = U.upscale_field(c, models["b2"], band_rows=2)
     want = circular_conv(upsample(c.astype(np.float64), 2), models["K"])
     np.testing.assert_allclose(f, want, atol=2e-6)
 
@@ -222,8 +222,8 @@ def test_tiling_does_not_change_the_configuration(models, which, monkeypatch):
     m = models[which]
     c = random_spins((3, 7, 6), 5)
     ref = U.sample_stage(c, m, seed=3, stage=1, kernel="reference")
-    for tile in (None, 1, 2, 3, 7, 100):
-        np.testing.assert_array_equal(U.sample_stage(c, m, seed=3, stage=1, tile=tile), ref, err_msg=f"tile={tile}")
+    for rows in (None, 1, 2, 3, 7, 100):
+        np.testing.assert_array_equal(U.sample_stage(c, m, seed=3, stage=1, band_rows=rows), ref, err_msg=f"band_rows={rows}")
     monkeypatch.setattr(U, "TILE_SITES", 40)  # forces one configuration per call and bands of one row
     np.testing.assert_array_equal(U.sample_stage(c, m, seed=3, stage=1), ref)
 
@@ -424,7 +424,7 @@ def test_progress_bars(models, capsys):
     (lambda m, c: U.upscale(c, m, seed=0, stage=1, backend="torch"), ValueError, "backend='torch'"),
     (lambda m, c: U.upscale(c, m, seed=0, stage=0), ValueError, "stage"),
     (lambda m, c: U.upscale(c, m, seed=0, stage=1, refine=-1), ValueError, "refine"),
-    (lambda m, c: U.upscale(c, m, seed=0, stage=1, tile=0), ValueError, "tile"),
+    (lambda m, c: U.upscale(c, m, seed=0, stage=1, band_rows=0), ValueError, "band_rows"),
     (lambda m, c: U.upscale(c, m, seed=0, stage=1, kernel="cuda"), ValueError, "kernel='cuda'"),
     (lambda m, c: U.upscale(c, m, seed=-1, stage=1), ValueError, "seed"),
     (lambda m, c: U.upscale(c, m, seed=0, stage=1, streams=[1, 2]), ValueError, r"streams.*\(3,\)"),
@@ -585,8 +585,8 @@ def test_gpu_pipeline_matches_cpu(models, which):
 
     m = models[which]
     c = random_spins((3, 16, 12), 11)
-    for tile in (None, 5):
-        gpu = U.upscale(cupy.asarray(c), m, seed=2, stage=1, refine=3, backend="cupy", tile=tile)
+    for rows in (None, 5):
+        gpu = U.upscale(cupy.asarray(c), m, seed=2, stage=1, refine=3, backend="cupy", band_rows=rows)
         cpu = U.upscale(c, m, seed=2, stage=1, refine=3)
         assert isinstance(gpu, cupy.ndarray)
         np.testing.assert_array_equal(gpu.get(), cpu)

@@ -146,3 +146,23 @@ def test_bad_parameters_are_named(model, untiled):
         T.upscale_tiled(s0[None], model, seed=1, stage=1, tile=12)
     with pytest.raises(ValueError, match="tile"):
         T.generate_tiled(model, seed_size=16, stages=1, out="unused.h5", tile=12)  # not a multiple of 8
+
+
+def test_cli_upscale_tiled(untiled, tmp_path, capsys):
+    """``isingcore upscale --tile T --workers N`` writes the giant-lattice file of the untiled configuration."""
+    from isingcore.cli import main
+
+    out = tmp_path / "cli.h5"
+    rc = main(["upscale", "--model", MODEL, "--seed-size", "16", "--stages", "2", "--refine", str(REFINE),
+               "--seed", str(SEED), "--thermalize", "20", "--tile", "48", "--workers", "2", "--out", str(out),
+               "--progress", "off"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "final 144x144: e = " in text and "9" in text
+    with open_giant(str(out)) as g:
+        assert np.array_equal(g[:, :], untiled[2])
+    for extra, msg in ((["--configs", "2"], "--configs"), (["--band-rows", "4"], "--band-rows"),
+                       (["--tile", "40"], "tile=40")):
+        with pytest.raises(SystemExit, match=msg):
+            main(["upscale", "--model", MODEL, "--seed-size", "16", "--stages", "2", "--out", str(out), "--overwrite",
+                  "--tile", "48", *extra])

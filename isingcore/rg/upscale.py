@@ -3,9 +3,9 @@
 One stage (:func:`upscale`) maps a batch of ``(N, Lx, Ly)`` int8 +-1 configurations to
 ``(N, b Lx, b Ly)``, following ``docs/UPSCALING.md``:
 
-1. **Field**, tile by tile. The coarse lattice is cut into row bands of ``tile`` coarse rows; each
+1. **Field**, band by band. The coarse lattice is cut into row bands of ``band_rows`` coarse rows; each
    band is padded periodically by ``halo`` coarse sites *outside* the model (from the periodic
-   lattice) and run through onnxruntime, which returns the float32 field of the band's ``b * tile``
+   lattice) and run through onnxruntime, which returns the float32 field of the band's ``b * band_rows``
    fine rows. The field never exists for the whole fine lattice. All bands of a stage have the
    same shape (the last one is moved up to end at the lattice edge; rows already done are skipped).
 2. **Sampling**, straight into the int8 fine lattice: fine site ``(x, y)`` of configuration ``n``
@@ -40,7 +40,7 @@ Its relative error is a few ulp, far below the ``2**-32`` resolution of the draw
 kernel uses non-contractible ``__dmul_rn``/``__dadd_rn`` so that no FMA changes the rounding.
 The field itself comes from onnxruntime: on the CPU (MLAS) it does not depend on the band shape;
 cuDNN may choose another algorithm for another band height, so GPU runs are tiling-invariant
-for a fixed ``tile`` and agree with the CPU up to rare last-bit differences of the field.
+for a fixed ``band_rows`` and agree with the CPU up to rare last-bit differences of the field.
 
 Memory
 ------
@@ -91,7 +91,7 @@ POW2 = np.array([2.0 ** (k - POW2_OFFSET) for k in range(2 * POW2_OFFSET + 1)], 
 TWO32_F = 4294967296.0
 KINDS = {"logit": 0, "mean": 1}
 
-#: fine sites of float32 field per onnxruntime call when ``tile`` is not given (8 MiB)
+#: fine sites of float32 field per onnxruntime call when ``band_rows`` is not given (8 MiB)
 TILE_SITES = 1 << 21
 
 
@@ -226,15 +226,15 @@ def _streams(streams, N: int):
     return s.astype(np.uint32)
 
 
-def _plan(N: int, Lx: int, Ly: int, b: int, tile: int | None):
+def _plan(N: int, Lx: int, Ly: int, b: int, band_rows: int | None):
     """(configurations per call, coarse rows per band)."""
-    if tile is None:
+    if band_rows is None:
         per_config = b * b * Lx * Ly
         if per_config <= TILE_SITES:
             return max(1, min(N, TILE_SITES // per_config)), Lx
         return 1, max(1, min(Lx, TILE_SITES // (b * b * Ly)))
-    tile = _check_int(tile, "tile", 1)
-    rows = min(tile, Lx)
+    band_rows = _check_int(band_rows, "band_rows", 1)
+    rows = min(band_rows, Lx)
     return max(1, min(N, TILE_SITES // (b * b * rows * Ly))), rows
 
 
@@ -272,7 +272,7 @@ def _run_numpy(sess, x: np.ndarray, expect: tuple) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 # one stage
 # ------------------------------------------------------------------------------------------
-def upscale_field(coarse, model, *, tile: int | None = None, backend: str = "numpy"):
+def upscale_field(coarse, model, *, band_rows: int | None = None, backend: str = "numpy"):
     """The float32 field ``(N, b Lx, b Ly)`` of the whole fine lattice (for tests and inspection; small lattices).
 
     Computed band by band exactly as :func:`sample_stage` does, then assembled.
@@ -286,7 +286,7 @@ def upscale_field(coarse, model, *, tile: int | None = None, backend: str = "num
     x, (N, Lx, Ly), batched = _as_batch(coarse, "numpy")
     b, halo = model.scale, model.halo
     sess = model.session("numpy")
-    nc, rows = _plan(N, Lx, Ly, b, tile)
+    nc, rows = _plan(N, Lx, Ly, b, band_rows)
     out = np.empty((N, b * Lx, b * Ly), np.float32)
     for n0 in range(0, N, nc):
         n1 = min(N, n0 + nc)
@@ -343,8 +343,8 @@ def _bar(progress, total, desc):
     return tqdm(total=total, desc=desc, unit="step", leave=False)
 
 
-def sample_stage(coarse, model, *, seed: int, stage: int, streams=None, backend: str = "numpy", tile: int | None = None,
-                 kernel: str = "auto", progress: bool = False, _sessions: _Sessions | None = None):
+def sample_stage(coarse, model, *, seed: int, stage: int, streams=None, backend: str = "numpy",
+                 band_rows: int | None = None, kernel: str = "auto", progress: bool = False, _sessions: _Sessions | None = None):
     """Field + sampling of one stage (no refinement): ``(N, Lx, Ly)`` -> ``(N, b Lx, b Ly)`` int8.
 
     See :func:`upscale` for the parameters.
@@ -365,7 +365,7 @@ def sample_stage(coarse, model, *, seed: int, stage: int, streams=None, backend:
     fast = _fast_module(backend, kernel)
     sessions = _sessions or _Sessions()
     sess = sessions.get(model, backend)
-    nc, rows = _plan(N, Lx, Ly, b, tile)
+    nc, rows = _plan(N, Lx, Ly, b, band_rows)
     bands = _bands(Lx, rows)
     bar = _bar(progress, ((N + nc - 1) // nc) * len(bands), f"stage {stage}: field + sampling {Lfx}x{Lfy}")
     if fast is None:
@@ -497,7 +497,7 @@ def refine_stage(fine, model, *, seed: int, stage: int, refine: int = 25, stream
 
 
 def upscale(coarse, model, *, seed: int, stage: int, streams=None, backend: str = "numpy", refine: int = 25,
-            tile: int | None = None, kernel: str = "auto", progress: bool = False):
+            band_rows: int | None = None, kernel: str = "auto", progress: bool = False):
     """One inverse-RG stage: ``(N, Lx, Ly)`` int8 +-1 -> ``(N, b Lx, b Ly)``, sampled then refined.
 
     Parameters
@@ -510,15 +510,16 @@ def upscale(coarse, model, *, seed: int, stage: int, streams=None, backend: str 
     backend : "numpy" (onnxruntime CPU + Numba), "cupy" (onnxruntime CUDA + Numba-CUDA) or
         "array_api_strict" (reference only)
     refine : checkerboard Metropolis sweeps at ``model.beta`` after sampling (needs even sizes when > 0)
-    tile : coarse rows per onnxruntime call (None: about :data:`TILE_SITES` fine sites per call);
-        the result does not depend on it
+    band_rows : coarse rows per onnxruntime call (None: about :data:`TILE_SITES` fine sites per call);
+        the result does not depend on it. (Tiles of a lattice larger than memory, processed with
+        Dask: :mod:`isingcore.rg.tiled`.)
     kernel : "auto" (fused kernels where there are some), "fast" or "reference" (array API)
     progress : show tqdm progress bars
 
     Returns the fine configurations on ``backend`` (same number of axes as ``coarse``).
     """
     refine = _check_int(refine, "refine", 0)
-    fine = sample_stage(coarse, model, seed=seed, stage=stage, streams=streams, backend=backend, tile=tile,
+    fine = sample_stage(coarse, model, seed=seed, stage=stage, streams=streams, backend=backend, band_rows=band_rows,
                         kernel=kernel, progress=progress)
     if refine == 0:
         return fine
@@ -646,7 +647,7 @@ def _stage_summary(h: dict) -> dict:
 
 
 def generate(model, *, seed_size: int, stages: int, refine: int = 25, configs: int = 1, seed: int = 0,
-             backend: str = "numpy", progress: bool = False, tile: int | None = None, kernel: str = "auto",
+             backend: str = "numpy", progress: bool = False, band_rows: int | None = None, kernel: str = "auto",
              thermalize: int | None = None, log=None) -> UpscaleResult:
     """Seeds at ``L0 = seed_size``, then ``stages`` stages of :func:`upscale`; returns an :class:`UpscaleResult`.
 
@@ -685,7 +686,7 @@ def generate(model, *, seed_size: int, stages: int, refine: int = 25, configs: i
     sessions = _Sessions()
     for t in range(1, stages + 1):
         ta = time.perf_counter()
-        fine = sample_stage(spins, model, seed=seed, stage=t, streams=streams, backend=backend, tile=tile,
+        fine = sample_stage(spins, model, seed=seed, stage=t, streams=streams, backend=backend, band_rows=band_rows,
                             kernel=kernel, progress=progress, _sessions=sessions)
         del spins  # the coarse lattice is no longer needed (keeps the peak memory at one fine lattice)
         tb = time.perf_counter()

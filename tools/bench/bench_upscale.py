@@ -12,7 +12,7 @@ convolution, b = 3, ``mean`` output, A = 0.95; ``--scale 2`` gives a b = 2 logit
 timing is then that of the pipeline, not of a trained model.
 
     python tools/bench/bench_upscale.py [--seed-size 512] [--stages 3] [--refine 25] [--backend numpy|cupy]
-                                        [--model PATH] [--tile ROWS] [--json out.json]
+                                        [--model PATH] [--band-rows ROWS] [--json out.json]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def parse_args(argv=None):
     ap.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
     ap.add_argument("--model", default=None, help="an .onnx model (default: a tiny 3x3 test model built here)")
     ap.add_argument("--scale", type=int, default=3, choices=(2, 3), help="scale of the built test model")
-    ap.add_argument("--tile", type=int, default=None, help="coarse rows per onnxruntime call (default: automatic)")
+    ap.add_argument("--band-rows", type=int, default=None, help="coarse rows per onnxruntime call (default: automatic)")
     ap.add_argument("--thermalize", type=int, default=None, help="Wolff sweeps for the seeds (default: 20 tau)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -86,7 +86,7 @@ def child(args) -> dict:
     baseline = rss_bytes()
     t0 = time.perf_counter()
     res = generate(model, seed_size=args.seed_size, stages=args.stages, refine=args.refine, configs=args.configs,
-                   seed=args.seed, backend=args.backend, tile=args.tile, thermalize=args.thermalize)
+                   seed=args.seed, backend=args.backend, band_rows=args.band_rows, thermalize=args.thermalize)
     wall = time.perf_counter() - t0
     peak = rss_bytes()
     L = res.history[-1]["L"]
@@ -125,8 +125,8 @@ def main(argv=None) -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", model, "--seed-size", str(args.seed_size),
                "--stages", str(args.stages), "--refine", str(args.refine), "--configs", str(args.configs),
                "--seed", str(args.seed), "--backend", args.backend]
-        if args.tile is not None:
-            cmd += ["--tile", str(args.tile)]
+        if args.band_rows is not None:
+            cmd += ["--band-rows", str(args.band_rows)]
         if args.thermalize is not None:
             cmd += ["--thermalize", str(args.thermalize)]
         p = subprocess.run(cmd, capture_output=True, text=True)
