@@ -373,7 +373,7 @@ def _device_input(x, dtype, name, stream):
 
 
 def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, method: str = "auto",
-                        purpose: int = PURPOSE_LOCAL):
+                        purpose: int = PURPOSE_LOCAL, offset=(0, 0), global_shape=None):
     """Fused GPU counterpart of :func:`isingcore.mcmc.local.checkerboard_sweeps`.
 
     ``spins``: int8 +-1, shape (R, Lx, Ly) with Lx, Ly even: a CuPy array (the work stays on the
@@ -388,9 +388,16 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
     Updates ``spins`` in place when it is C-contiguous (else a contiguous copy; CuPy and NumPy
     only) and returns it. ``method``: "auto" (:func:`choose_method`), "grid" (one launch per
     half-sweep) or "block" (one launch for all half-sweeps, one thread block per replica).
+    ``offset``/``global_shape``: the tile arguments of the CPU kernel; only the untiled values
+    (the defaults) are implemented on the GPU (else ``NotImplementedError``).
     """
     if method not in ("auto", "grid", "block"):
         raise ValueError(f"method={method!r} is not known; allowed values: 'auto', 'grid', 'block'")
+    if tuple(int(v) for v in offset) != (0, 0) or (global_shape is not None
+                                                   and tuple(int(v) for v in global_shape) != tuple(spins.shape[1:])):
+        # tiles of a larger lattice (isingcore.rg.tiled): the CPU kernel has them, the GPU kernels not yet
+        raise NotImplementedError("tile offsets (offset, global_shape) are implemented in the CPU kernel only "
+                                  "(isingcore.backends.numba_cpu.local.checkerboard_sweeps)")
     if isinstance(n_half_steps, bool) or not isinstance(n_half_steps, numbers.Integral) or n_half_steps < 0:
         raise ValueError(f"n_half_steps must be a non-negative integer, got {n_half_steps!r}")
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:

@@ -162,14 +162,20 @@ def _threads(n):
     return min(TPB, max(1, n) if SIMULATOR else 32 * ((n + 31) // 32))
 
 
-def sample_rows(field, coarse, fine, *, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, bad):
+def sample_rows(field, coarse, fine, *, n0, x0, skip, b, kind, clamp, seed, streams, step, purpose, bad,
+                offset=(0, 0), global_ly=None):
     """GPU counterpart of :func:`isingcore.backends.numba_cpu.upscale.sample_rows` (in place on ``fine``).
 
     ``field``: float32 (Nc, H, Ly) (C-contiguous rows; a view ``y[:, 0]`` of the model output is
     fine), ``coarse``: int8 (N, Lx, Ly_c), ``fine``: int8 (N, b Lx, Ly), ``streams``: uint32 (N,),
     ``bad``: int64 (1,) counter of non-finite values. CuPy arrays run on CuPy's current stream
     without host synchronisation; under the simulator NumPy arrays.
+    ``offset``/``global_ly`` (tiles of a larger lattice, :mod:`isingcore.rg.tiled`) are accepted for
+    the signature of the CPU kernel; only the untiled values are implemented on the GPU.
     """
+    if tuple(int(v) for v in offset) != (0, 0) or (global_ly is not None and int(global_ly) != int(field.shape[2])):
+        raise NotImplementedError("tile offsets (offset, global_ly) are implemented in the CPU kernel only "
+                                  "(isingcore.backends.numba_cpu.upscale.sample_rows)")
     Nc, H, Ly = (int(v) for v in field.shape)
     N, Lcx, Lcy = (int(v) for v in coarse.shape)
     if Nc == 0 or H - skip <= 0:
