@@ -31,6 +31,8 @@ SPIN_ENCODING = ("rows bit-packed along the last axis: byte k of a row holds col
                  "most significant bit, bit 1 = spin +1, zero padding bits at the end of a row")
 #: gzip level of the tile chunks
 GZIP_LEVEL = 4
+#: HDF5 chunk cache of a reader (bytes of decompressed chunks kept per dataset)
+CHUNK_CACHE_BYTES = 128 << 20
 
 
 class GiantFormatError(ValueError):
@@ -161,7 +163,8 @@ class GiantLattice:
         if isinstance(path_or_file, h5py.File):
             self.file, self._own = path_or_file, False
         else:
-            self.file, self._own = h5py.File(path_or_file, "r"), True
+            # a chunk cache that holds two rows of tiles (row-by-row readers reuse decompressed chunks)
+            self.file, self._own = h5py.File(path_or_file, "r", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=100_003), True
         try:
             fmt = self.file.attrs.get("format")
             fmt = fmt.decode() if isinstance(fmt, bytes) else fmt

@@ -29,9 +29,13 @@ from .report import _fmt, _plt, figure_configuration
 EXACT_KC = {"energy": -math.sqrt(2.0), "c10": 1.0 / math.sqrt(2.0), "c11": 2.0 / math.pi}
 
 
-def figure_correlation(g, path: str, title: str) -> None:
-    """G(r) along the axes (log-log) against A r^(-1/4) and exact small-r values; ratio panel."""
-    from .exact import critical_axis_correlation, critical_correlation_asymptotic
+def figure_correlation(g, path: str, title: str, d=None) -> None:
+    """G(r) along the axes (log-log) against A r^(-1/4) and exact small-r values; ratio panel.
+
+    ``d``: optional :class:`~isingcore.measure.streaming.DiagonalCorrelation` (sampled rows), drawn at
+    ``r = sqrt(2) n`` with the exact infinite-lattice diagonal values for ``n <= 10``.
+    """
+    from .exact import critical_axis_correlation, critical_correlation_asymptotic, critical_diagonal_correlation
 
     plt = _plt()
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
@@ -43,6 +47,15 @@ def figure_correlation(g, path: str, title: str) -> None:
     n_ex = np.arange(1, min(10, r.max()) + 1)
     ex = np.array([float(critical_axis_correlation(int(n))) for n in n_ex])
     ax.plot(n_ex, ex, "r+", ms=7, label="exact, axis, infinite lattice")
+    if d is not None:
+        k = d.n > 0
+        rd = math.sqrt(2.0) * d.n[k]
+        ax.errorbar(rd, d.mean[k], yerr=d.error[k], fmt="s", ms=3, color="C2",
+                    label=f"G(r), diagonal, {d.rows} sampled rows")
+        nd = d.n[k & (d.n <= 10)]
+        if nd.size:
+            ax.plot(math.sqrt(2.0) * nd, [float(critical_diagonal_correlation(int(n))) for n in nd], "x", color="C3",
+                    ms=6, label="exact, diagonal, infinite lattice")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylabel("G(r) = <s_0 s_r>")
@@ -50,8 +63,11 @@ def figure_correlation(g, path: str, title: str) -> None:
     ax.legend(fontsize=7)
     ratio = m / critical_correlation_asymptotic(r)
     bx.errorbar(r, ratio, yerr=e / critical_correlation_asymptotic(r), fmt=".", ms=2, lw=0.6)
+    if d is not None:
+        bx.errorbar(rd, d.mean[k] / critical_correlation_asymptotic(rd), yerr=d.error[k] / critical_correlation_asymptotic(rd),
+                    fmt="s", ms=3, color="C2")
     bx.axhline(1.0, color="k", lw=0.8, ls="--")
-    bx.set_xlabel("r (lattice spacings, along the axes)")
+    bx.set_xlabel("r (lattice spacings, Euclidean)")
     bx.set_ylabel(r"G / ($A r^{-1/4}$)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -91,8 +107,12 @@ def figure_structure_factor(sk, path: str, title: str) -> None:
     plt.close(fig)
 
 
+#: diagonal steps n for the sampled-pairs estimate (r = sqrt(2) n up to 10^4)
+DIAGONAL_STEPS = (1, 2, 3, 5, 7, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 7071)
+
+
 def giant_report(path: str, out_dir: str, *, r_max: int = 10_000, tile: int | None = None, sk_tile: int = 1024,
-                 sk_max_tiles: int | None = 256, progress: bool = False) -> dict:
+                 sk_max_tiles: int | None = 256, diag_rows: int | None = 256, progress: bool = False) -> dict:
     """Streaming analysis of the giant-lattice file ``path`` with figures; returns the JSON-friendly results."""
     from .giant import open_giant
     from .measure.streaming import analyse_giant
@@ -102,7 +122,9 @@ def giant_report(path: str, out_dir: str, *, r_max: int = 10_000, tile: int | No
     with open_giant(path) as lat:
         Lx, Ly = lat.shape
         r_max = min(r_max, min(Lx, Ly) // 2)
+        steps = [n for n in DIAGONAL_STEPS if math.sqrt(2.0) * n <= max(r_max, 1) * 1.0001 and n <= min(Lx, Ly) // 2]
         res = analyse_giant(lat, r_max=r_max, tile=tile, sk_tile=min(sk_tile, min(Lx, Ly)), sk_max_tiles=sk_max_tiles,
+                            diag_n=steps or None, diag_rows=None if diag_rows is None or diag_rows >= Lx else diag_rows,
                             progress=progress)
         t_an = time.perf_counter() - t0
         w = min(Lx, 4096)
@@ -112,7 +134,8 @@ def giant_report(path: str, out_dir: str, *, r_max: int = 10_000, tile: int | No
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in lat.attrs.items() if not isinstance(v, np.ndarray)}
     objs = res.pop("_objects")
     g = objs["G"]
-    figure_correlation(g, os.path.join(out_dir, "giant_correlation.png"), f"{name}: G(r) along the axes")
+    figure_correlation(g, os.path.join(out_dir, "giant_correlation.png"), f"{name}: G(r) along the axes and diagonals",
+                       objs.get("D"))
     if "S" in objs:
         figure_structure_factor(objs["S"], os.path.join(out_dir, "giant_structure_factor.png"),
                                 f"{name}: averaged periodogram of {objs['S'].n_tiles} tiles of {objs['S'].tile}")
@@ -137,7 +160,19 @@ def giant_report(path: str, out_dir: str, *, r_max: int = 10_000, tile: int | No
     for row in res["G_selected"]:
         lines.append(f"| {row['r']} | {_fmt(row['G'], row['error'])} | {row['A_r^-1/4']:.6f} |")
     lines += ["", f"G(r): all 2N pairs along the axes; errors over {g.n_bands} row/column bands (a lower bound at "
-              f"large r, where bands are correlated).", "", "![configuration](giant_configuration.png)",
+              f"large r, where bands are correlated).", ""]
+    if "D" in objs:
+        from .exact import critical_diagonal_correlation
+
+        d = objs["D"]
+        lines += [f"Diagonal, sampled pairs ({d.rows} random rows, both diagonals, all columns; errors over the rows):",
+                  "", "| n | r = sqrt(2) n | D(n) | exact (n <= 10) or A r^(-1/4) |", "|---|---|---|---|"]
+        for n, m, e in zip(d.n, d.mean, d.error):
+            ref = float(critical_diagonal_correlation(int(n))) if n <= 10 else float(
+                critical_correlation_asymptotic(math.sqrt(2.0) * n))
+            lines.append(f"| {n} | {math.sqrt(2.0) * n:.1f} | {_fmt(float(m), float(e))} | {ref:.6f} |")
+        lines.append("")
+    lines += ["![configuration](giant_configuration.png)",
               "![G(r)](giant_correlation.png)", "![S(k)](giant_structure_factor.png)", ""]
     with open(os.path.join(out_dir, "giant_report.md"), "w") as f:
         f.write("\n".join(lines))

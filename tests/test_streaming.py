@@ -97,3 +97,29 @@ def test_from_a_giant_file_and_report(critical, tmp_path):
               "giant_analysis.json"):
         assert (tmp_path / "rep" / f).stat().st_size > 0
     assert res["G_selected"][0]["r"] == 1 and len(res["G"]["mean"]) == 41
+
+
+def test_diagonal_correlation_from_sampled_rows(critical, tmp_path):
+    s = critical
+    from isingcore.measure.correlations import correlation_along_diagonals
+
+    ref = np.asarray(correlation_along_diagonals(s, 48))
+    every = S.diagonal_correlation_sampled(s, [0, 1, 7, 48], rows=None)
+    np.testing.assert_allclose(every.mean, ref[[0, 1, 7, 48]], atol=1e-15)
+    assert np.all(every.error == 0) and every.rows == 96
+    # sampled rows: the mean over the chosen rows, error = finite-population standard error over them
+    d = S.diagonal_correlation_sampled(s, [1, 7], rows=24, seed=5)
+    xs = np.sort(np.random.default_rng(5).choice(96, size=24, replace=False))
+    per = np.array([[0.5 * (np.mean(s[x] * np.roll(s[(x + n) % 96], -n)) + np.mean(s[x] * np.roll(s[(x + n) % 96], n)))
+                     for x in xs] for n in (1, 7)])
+    np.testing.assert_allclose(d.mean, per.mean(axis=1), atol=1e-14)
+    np.testing.assert_allclose(d.error, per.std(axis=1, ddof=1) / math.sqrt(24) * math.sqrt(1 - 24 / 96), rtol=1e-12)
+    assert np.all(np.abs(d.mean - ref[[1, 7]]) < 5 * d.error)
+    path = str(tmp_path / "g.h5")
+    giant.write_giant(path, s, tile=32)
+    with giant.open_giant(path) as lat:  # the same rows read lazily from the file
+        np.testing.assert_array_equal(S.diagonal_correlation_sampled(lat, [1, 7], rows=24, seed=5).mean, d.mean)
+    with pytest.raises(ValueError, match="n_values"):
+        S.diagonal_correlation_sampled(s, [49])
+    with pytest.raises(ValueError, match="rows"):
+        S.diagonal_correlation_sampled(s, [1], rows=1)

@@ -29,6 +29,15 @@ or a NumPy array. Definitions are those of :mod:`isingcore.measure.observables` 
     correlated at criticality (``G`` decays as ``r^-1/4``), so this within-configuration error is
     a lower bound on the configuration-to-configuration scatter at large ``r``.
 
+:func:`diagonal_correlation_sampled` (sampled pairs: random rows)
+    ``D(n) = [C(n, n) + C(n, -n)] / 2`` (both diagonals, Euclidean distance ``sqrt(2) n``) from the
+    pairs ``(x, y), (x + n, y +- n)`` of ``rows`` rows ``x`` drawn uniformly without replacement
+    (NumPy ``default_rng(seed)``), all ``y``: each sampled row needs only rows ``x`` and ``x + n``,
+    so ``n`` up to ``L/2`` costs two row reads, not a band of ``n`` rows. Unbiased for the lattice's
+    ``D(n)``; error = standard error over the sampled rows (the sampling error of this estimate of
+    the one configuration's ``D(n)``, finite-population corrected). With ``rows=None`` every row
+    is used and the result equals :func:`isingcore.measure.correlations.correlation_along_diagonals`.
+
 :func:`structure_factor_tiles`
     Bartlett's averaged periodogram: ``S_T(k) = < |sum_{x in tile} s_x e^{-i k.x}|^2 / T^2 >`` over
     ``T x T`` tiles, ``k = 2 pi (a, b) / T``, with the standard error over tiles. For ``T = L`` it
@@ -46,7 +55,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["lattice_observables", "axis_correlation", "structure_factor_tiles", "StreamingEstimate",
+__all__ = ["lattice_observables", "axis_correlation", "structure_factor_tiles", "diagonal_correlation_sampled",
+           "DiagonalCorrelation", "StreamingEstimate",
            "AxisCorrelation", "TiledStructureFactor", "analyse_giant"]
 
 
@@ -262,6 +272,56 @@ def axis_correlation(lattice, r_max: int, *, band: int | None = None, progress: 
     return AxisCorrelation(r=np.arange(r_max + 1), mean=mean, error=error, x=cx, y=cy, n_bands=B, L=(Lx, Ly))
 
 
+@dataclass
+class DiagonalCorrelation:
+    """``D(n)`` along the diagonals at the steps ``n`` (``r = sqrt(2) n``): ``mean``, ``error`` over ``rows`` sampled rows."""
+
+    n: np.ndarray
+    mean: np.ndarray
+    error: np.ndarray
+    rows: int
+    L: tuple
+
+
+def diagonal_correlation_sampled(lattice, n_values, *, rows: int | None = 256, seed: int = 0,
+                                 progress: bool = False) -> DiagonalCorrelation:
+    """Diagonal ``D(n)`` at the steps ``n_values`` (each in ``[0, min(Lx, Ly) // 2]``) from sampled rows (module docstring)."""
+    Lx, Ly = _shape(lattice)
+    n_arr = np.atleast_1d(np.asarray(n_values))
+    lim = min(Lx, Ly) // 2
+    if n_arr.dtype.kind not in "iu" or n_arr.ndim != 1 or n_arr.size == 0 or n_arr.min() < 0 or n_arr.max() > lim:
+        raise ValueError(f"n_values must be integers in [0, {lim}] (half the shorter side), got {n_values!r}")
+    if rows is None:
+        xs = np.arange(Lx)
+    else:
+        if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < 2:
+            raise ValueError(f"rows must be an integer >= 2 or None (every row), got {rows!r}")
+        xs = np.sort(np.random.default_rng(seed).choice(Lx, size=min(int(rows), Lx), replace=False))
+    R = xs.size
+    vals = np.empty((n_arr.size, R), np.float64)
+    bar = _bar(progress, n_arr.size, f"D(n) from {R} sampled rows x {n_arr.size} distances")
+    first = {}
+    for k, n in enumerate(n_arr):  # distance outer, rows inner in order: the store's chunk cache is reused
+        for i, x in enumerate(xs):
+            x = int(x)
+            if x not in first:
+                first[x] = _read(lattice, slice(x, x + 1), slice(0, Ly))[0].astype(np.int32)
+            s0 = first[x]
+            s1 = _read(lattice, slice((x + int(n)) % Lx, (x + int(n)) % Lx + 1), slice(0, Ly))[0].astype(np.int32)
+            vals[k, i] = 0.5 * (np.dot(s0, np.roll(s1, -int(n))) + np.dot(s0, np.roll(s1, int(n)))) / Ly
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    mean = vals.mean(axis=1)
+    if R >= 2 and R < Lx:
+        fpc = 1.0 - R / Lx  # finite-population correction: sampling rows without replacement
+        err = vals.std(axis=1, ddof=1) / math.sqrt(R) * math.sqrt(fpc)
+    else:
+        err = np.zeros(n_arr.size) if R == Lx else np.full(n_arr.size, np.nan)
+    return DiagonalCorrelation(n=n_arr.astype(np.int64), mean=mean, error=err, rows=R, L=(Lx, Ly))
+
+
 def structure_factor_tiles(lattice, tile: int, *, max_tiles: int | None = None, progress: bool = False,
                            seed: int = 0) -> TiledStructureFactor:
     """Averaged periodogram over ``T x T`` tiles (all whole tiles, or ``max_tiles`` of them chosen at random)."""
@@ -297,7 +357,8 @@ def structure_factor_tiles(lattice, tile: int, *, max_tiles: int | None = None, 
 
 
 def analyse_giant(lattice, *, r_max: int | None = None, tile: int | None = None, sk_tile: int | None = None,
-                  sk_max_tiles: int | None = None, progress: bool = False) -> dict:
+                  sk_max_tiles: int | None = None, diag_n=None, diag_rows: int | None = 256,
+                  progress: bool = False) -> dict:
     """The three estimators above on one lattice; returns a JSON-friendly dict (plus the raw result objects)."""
     Lx, Ly = _shape(lattice)
     r_max = min(Lx, Ly) // 2 if r_max is None else r_max
@@ -308,6 +369,10 @@ def analyse_giant(lattice, *, r_max: int | None = None, tile: int | None = None,
            "abs_m": obs["abs_m"], "sums": obs["sums"],
            "G": {"r": g.r.tolist(), "mean": g.mean.tolist(), "error": g.error.tolist(), "n_bands": g.n_bands},
            "_objects": {"observables": obs, "G": g}}
+    if diag_n is not None:
+        d = diagonal_correlation_sampled(lattice, diag_n, rows=diag_rows, progress=progress)
+        out["D"] = {"n": d.n.tolist(), "mean": d.mean.tolist(), "error": d.error.tolist(), "rows": d.rows}
+        out["_objects"]["D"] = d
     if sk_tile:
         sk = structure_factor_tiles(lattice, sk_tile, max_tiles=sk_max_tiles, progress=progress)
         out["S"] = {"tile": sk.tile, "n_tiles": sk.n_tiles}
