@@ -63,9 +63,22 @@ import torch.nn.functional as F
 from .coarsest import features, state_spins
 from .hierarchy import Hierarchy
 
-__all__ = ["HALO", "HIDDEN", "ConditionalNet", "MultilevelTorch", "TrainStage", "train_stage", "transfer",
-           "build_onnx_level", "check_onnx_level", "export_model", "measure_ess", "OnnxCheckError",
-           "beta_tag", "model_name"]
+__all__ = [
+    "HALO",
+    "HIDDEN",
+    "ConditionalNet",
+    "MultilevelTorch",
+    "OnnxCheckError",
+    "TrainStage",
+    "beta_tag",
+    "build_onnx_level",
+    "check_onnx_level",
+    "export_model",
+    "measure_ess",
+    "model_name",
+    "train_stage",
+    "transfer",
+]
 
 HALO = 3  # receptive field 7x7 = 5x5 then 3x3
 HIDDEN = 12
@@ -335,13 +348,13 @@ def build_onnx_level(model: MultilevelTorch, level: int, metadata: dict | None =
     K = float(model.K[str(level)].detach())
     lin = np.zeros((1, 1, 2 * HALO + 1, 2 * HALO + 1), dtype=np.float32)
     lin[0, 0, HALO - 1:HALO + 2, HALO - 1:HALO + 2] = (2.0 * K * _stencil(lv.kind)).astype(np.float32)
-    t = lambda p: p.detach().cpu().numpy().astype(np.float32)  # noqa: E731
+    t = lambda p: p.detach().cpu().numpy().astype(np.float32)
     inits = [numpy_helper.from_array(lin, "w_hb"), numpy_helper.from_array(t(net.conv_x.weight), "w_x"),
              numpy_helper.from_array(t(net.conv_m.weight), "w_m"), numpy_helper.from_array(t(net.conv_m.bias), "b_m"),
              numpy_helper.from_array(t(net.conv_out.weight), "w_out"),
              numpy_helper.from_array(np.array([0], np.int64), "c0"), numpy_helper.from_array(np.array([1], np.int64), "c1"),
              numpy_helper.from_array(np.array([2], np.int64), "c2")]
-    conv = dict(strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1], group=1)
+    conv = {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1], "group": 1}
     nodes = [
         helper.make_node("Slice", ["embedded", "c0", "c1", "c1"], ["x"]),
         helper.make_node("Slice", ["embedded", "c1", "c2", "c1"], ["m"]),
@@ -436,16 +449,31 @@ def model_name(prefix: str, beta: float, size: int) -> str:
 
 
 def measure_ess(directory: str, n: int, seed: int = 2026) -> dict:
-    """ESS per sample of the exported model measured with the runtime :class:`MultilevelSampler`."""
-    from .estimators import effective_sample_size, log_partition_function
+    """:func:`measure_sampler` of ``MultilevelSampler(model=directory)``."""
     from .sampler import MultilevelSampler
 
+    return measure_sampler(MultilevelSampler(model=directory), n, seed)
+
+
+def measure_sampler(smp, n: int, seed: int = 2026) -> dict:
+    """ESS per sample of a runtime :class:`MultilevelSampler` from ``n`` samples (streams 0..n-1 of ``seed``).
+
+    Also ``ln Z`` (estimate and Kaufman's exact value), ``KL(q||p) = ln Z - mean ln w`` (the exact
+    ``ln Z`` makes this a low-variance measure of the model, unlike the heavy-tailed ESS at large
+    L) and the mode-dropping measure ``Z_hat / Z``.
+    """
+    from ..exact import kaufman_torus
+    from .estimators import effective_sample_size, log_partition_function
+
     t0 = time.perf_counter()
-    smp = MultilevelSampler(model=directory)
     out = smp.sample(n, seed=seed)
+    secs = round(time.perf_counter() - t0, 2)
     lz = log_partition_function(out.log_w)
+    exact = float(kaufman_torus(smp.beta, smp.size).ln_z) * smp.size ** 2
     return {"ess": effective_sample_size(out.log_w), "ess_samples": int(n), "ess_seed": int(seed),
-            "ln_z": lz.mean, "ln_z_error": lz.error, "sampling_seconds": round(time.perf_counter() - t0, 2)}
+            "ln_z": lz.mean, "ln_z_error": lz.error, "ln_z_exact": exact,
+            "kl": exact - float(np.mean(out.log_w)), "mode_dropping": float(np.exp(lz.mean - exact)),
+            "sampling_seconds": secs}
 
 
 def export_model(model: MultilevelTorch, directory: str, *, name: str, training: dict, ess_samples: int = 0,
@@ -473,9 +501,9 @@ def export_model(model: MultilevelTorch, directory: str, *, name: str, training:
     training = dict(training)
     if diffs:
         training["onnx_max_abs_diff"] = max(diffs.values())
-    kw = dict(name=name, size=model.size, beta=model.beta, coarsest=model.coarsest,
-              coarsest_couplings=[float(v) for v in model.coarsest_K.detach()], couplings=model.couplings(),
-              networks=files)
+    kw = {"name": name, "size": model.size, "beta": model.beta, "coarsest": model.coarsest,
+          "coarsest_couplings": [float(v) for v in model.coarsest_K.detach()], "couplings": model.couplings(),
+          "networks": files}
     write_manifest(directory, training=training, **kw)
     if history is not None:
         with open(os.path.join(directory, "history.json"), "w") as fh:
