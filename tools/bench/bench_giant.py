@@ -25,6 +25,7 @@ Two modes, results as JSON in ``tools/bench/results/``:
     stage's time per fine site times the new stage's sites, plus the measured earlier stages.
 
     python tools/bench/bench_giant.py identity [--tiles 768 960 1152 1536]
+    python tools/bench/bench_giant.py identity --stages 4 --compare /tmp/giant_41472.h5   # untiled 41,472^2 vs the file
     python tools/bench/bench_giant.py giant --out /tmp/giant_41472.h5 [--tile 3456] [--workers 2]
     python tools/bench/bench_giant.py project --out /tmp/giant_41472.h5 [--rows 2]
     python tools/bench/bench_giant.py analyse --out /tmp/giant_41472.h5 --figures tools/bench/results/giant_41472
@@ -65,6 +66,9 @@ def parse_args(argv=None):
     ap.add_argument("--sk-tile", type=int, default=1024, help="analyse mode: tile of the averaged periodogram")
     ap.add_argument("--sk-max-tiles", type=int, default=256, help="analyse mode: tiles for S(k) (random choice)")
     ap.add_argument("--figures", default=None, help="analyse mode: directory for the figures and the Markdown page")
+    ap.add_argument("--compare", default=None,
+                    help="identity mode: compare the untiled result with the /spins of this giant-lattice file instead "
+                         "of running the tiled path (e.g. the 41,472^2 file of a giant run, with --stages 4)")
     ap.add_argument("--json", default=None)
     return ap.parse_args(argv)
 
@@ -104,10 +108,26 @@ def identity(args):
 
     stages = args.stages or 2
     model = load_model(args.model)
+    sampler = RssSampler()
+    sampler.start()
     t0 = time.perf_counter()
     res = generate(model, seed_size=args.seed_size, stages=stages, refine=args.refine, configs=1, seed=args.seed)
     t_untiled = time.perf_counter() - t0
     final = np.asarray(res.spins[0])
+    if args.compare:
+        with open_giant(args.compare) as g:
+            same = g.shape == final.shape and all(
+                np.array_equal(g[x0:x0 + g.tile, :], final[x0:x0 + g.tile]) for x0 in range(0, g.shape[0], g.tile))
+            a = g.attrs
+        sampler.stop.set()
+        sampler.join()
+        return {"mode": "identity-compare", "model": model.name, "seed_size": args.seed_size, "stages": stages,
+                "refine": args.refine, "seed": args.seed, "L": final.shape[0], "untiled_seconds": t_untiled,
+                "untiled_stage_seconds": [h["seconds"].get("total", h["seconds"].get("seed")) for h in res.history],
+                "untiled_peak_rss_bytes_psutil": sampler.peak,
+                "file": os.path.abspath(args.compare), "file_tile": int(a["tile"]), "file_seed": int(a["seed"]),
+                "bit_identical_final": bool(same)}
+    sampler.stop.set()
     # the intermediate stages of the untiled path, for a per-stage comparison
     seeds, _ = seed_configurations(args.seed_size, configs=1, seed=args.seed, beta=model.beta)
     inter = [seeds]
@@ -249,7 +269,8 @@ def main(argv=None):
     res["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = json.dumps(res, indent=2)
     print(text)
-    path = args.json or os.path.join(HERE, "results", f"bench_giant_{args.mode}.json")
+    name = args.mode + ("_compare" if args.mode == "identity" and args.compare else "")
+    path = args.json or os.path.join(HERE, "results", f"bench_giant_{name}.json")
     with open(path, "w") as f:
         f.write(text + "\n")
 
