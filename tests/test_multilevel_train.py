@@ -7,9 +7,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from isingcore.constants import BETA_C  # noqa: E402
-from isingcore.multilevel import MultilevelSampler, load_model  # noqa: E402
-from isingcore.multilevel.train import (  # noqa: E402
+from isingcore.constants import BETA_C
+from isingcore.multilevel import MultilevelSampler, load_model
+from isingcore.multilevel.train import (
     MultilevelTorch,
     OnnxCheckError,
     build_onnx_level,
@@ -58,6 +58,8 @@ def test_trained_model_matches_runtime(tmp_path):
     spins, logq = m.sample(64, generator=torch.Generator().manual_seed(2))
     smp = MultilevelSampler(model=str(d))
     assert np.max(np.abs(logq.detach().numpy() - smp.log_prob(_as_int8(spins)))) <= 1e-4
+    back = MultilevelTorch.from_directory(str(d))  # the exported model read back into torch
+    assert torch.allclose(back.log_prob(spins), logq, atol=1e-4, rtol=0)
     # and the runtime's own samples score the same in torch
     out = smp.sample(32, seed=5)
     assert np.max(np.abs(m.log_prob(torch.from_numpy(out.spins.astype(np.float32))).detach().numpy() - out.log_q)) <= 1e-4
@@ -69,7 +71,7 @@ def test_transfer_and_export_at_16(tmp_path):
     _randomise(m8, 3)
     m16 = transfer(m8, 16)
     assert m16.transfer_map == {1: 1, 3: 1}
-    sd = lambda net: {k: v.clone() for k, v in net.state_dict().items()}  # noqa: E731
+    sd = lambda net: {k: v.clone() for k, v in net.state_dict().items()}
     for k_new, k_old in ((1, 1), (3, 1)):
         for key, v in sd(m8.nets[str(k_old)]).items():
             assert torch.equal(m16.nets[str(k_new)].state_dict()[key], v)

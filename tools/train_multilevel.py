@@ -65,8 +65,9 @@ def parse_args(argv=None):
     ap.add_argument("--ess-every", type=int, default=25, help="record the batch ESS every N steps")
     ap.add_argument("--checkpoint-dir", default=None,
                     help="also save a torch checkpoint <name>.pt per size here (not in the shipped model directory)")
-    ap.add_argument("--init-from", default=None, metavar="CKPT.pt",
-                    help="start from a checkpoint (its stages and wall time are carried over); the first size "
+    ap.add_argument("--init-from", default=None, metavar="CKPT.pt|MODEL_DIR",
+                    help="start from a checkpoint or an exported model directory (its stages, history and wall "
+                         "time are carried over); the first size "
                          "may equal its size (training continues) or be larger (model transfer)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--quiet", action="store_true")
@@ -185,13 +186,24 @@ def main(argv=None):
     log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, flush=True))
     stages, history, wall = [], [], 0.0
     model = None
+    init_tmap = {}
     if args.init_from:
-        ck = torch.load(args.init_from, weights_only=False)
+        if os.path.isdir(args.init_from):  # an exported model directory
+            model = MultilevelTorch.from_directory(args.init_from)
+            with open(os.path.join(args.init_from, "manifest.json")) as fh:
+                tr = json.load(fh)["training"]
+            with open(os.path.join(args.init_from, "history.json")) as fh:
+                hist = json.load(fh)
+            ck = {"beta": model.beta, "networks": model.networks, "stages": tr["stages"], "history": hist,
+                  "wall_seconds": tr["wall_seconds"], "command": tr["command"]}
+            init_tmap = tr.get("transfer_map", {})
+        else:
+            ck = torch.load(args.init_from, weights_only=False)
+            model = MultilevelTorch(ck["size"], ck["beta"], networks=ck["networks"])
+            model.load_state_dict(ck["state"])
         if abs(ck["beta"] - args.beta) > 1e-12 or ck["networks"] == args.heatbath_only:
             sys.exit(f"train_multilevel: {args.init_from} was trained at beta={ck['beta']}, "
                      f"networks={ck['networks']}: does not match this run")
-        model = MultilevelTorch(ck["size"], ck["beta"], networks=ck["networks"])
-        model.load_state_dict(ck["state"])
         stages, history, wall = ck["stages"], ck["history"], ck["wall_seconds"]
         command = ck["command"] + " && " + command
         if sizes[0] < model.size:
@@ -202,8 +214,8 @@ def main(argv=None):
         if model is None:
             model = MultilevelTorch(L, args.beta, networks=not args.heatbath_only)
             tmap = {}
-        elif model.size == L:
-            tmap = {}
+        elif model.size == L:  # continue training (first size of a run started from a model of this size)
+            tmap = init_tmap
         else:
             model = transfer(model, L)
             tmap = {str(k): v for k, v in model.transfer_map.items()}

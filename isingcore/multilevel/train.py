@@ -170,6 +170,31 @@ class MultilevelTorch(torch.nn.Module):
             self._idx[lv.index] = d
         self._bits = 2 ** torch.arange(c * c - 1, -1, -1, dtype=torch.int64)
 
+    @classmethod
+    def from_directory(cls, directory: str) -> MultilevelTorch:
+        """The torch model of an exported model directory (couplings from the manifest, network weights
+        from the ONNX initialisers; heat-bath levels of a learned model keep a zero network)."""
+        import onnx
+        from onnx import numpy_helper
+
+        from .models import load_model
+
+        mm = load_model(directory)
+        model = cls(mm.size, mm.beta, coarsest=mm.coarsest, networks=bool(mm.networks))
+        with torch.no_grad():
+            model.coarsest_K.copy_(torch.tensor(mm.coarsest_couplings, dtype=torch.float64))
+            for l in model.learned:
+                model.K[str(l)].fill_(float(mm.couplings[l]))
+            for l, net in mm.networks.items():
+                w = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+                     for t in onnx.load_from_string(net.data).graph.initializer}
+                tn = model.nets[str(l)]
+                tn.conv_x.weight.copy_(w["w_x"])
+                tn.conv_m.weight.copy_(w["w_m"])
+                tn.conv_m.bias.copy_(w["b_m"])
+                tn.conv_out.weight.copy_(w["w_out"])
+        return model
+
     # -- parameters -------------------------------------------------------------------------------
     def couplings(self) -> np.ndarray:
         """Per-level couplings as the manifest wants them: [K_nn, K_1, ..., K_{last-1}, beta]."""
