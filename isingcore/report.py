@@ -315,6 +315,17 @@ def section_correlations(ctx) -> list:
     return [("Correlation function", text, ["correlation.png"])]
 
 
+def structure_factor_map(plt, s_map, label: str):
+    """A two-panel figure whose left panel is the log10 map of S(k) (``s_map`` unshifted, k in [-pi, pi))."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    im = axes[0].imshow(np.log10(np.maximum(np.fft.fftshift(s_map), 1e-3)), cmap="viridis", origin="lower",
+                        extent=(-np.pi, np.pi, -np.pi, np.pi))
+    fig.colorbar(im, ax=axes[0], label=label)
+    axes[0].set_xlabel("k_y")
+    axes[0].set_ylabel("k_x")
+    return fig, axes
+
+
 def section_structure_factor(ctx) -> list:
     """S(k): the 2D map, the shell average, and the cos 4θ anisotropy per shell."""
     from .measure.correlations import structure_factor_ensemble
@@ -324,13 +335,7 @@ def section_structure_factor(ctx) -> list:
         return []
     sf = structure_factor_ensemble(spins)
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    smap = np.fft.fftshift(sf.s_map)
-    im = axes[0].imshow(np.log10(np.maximum(smap, 1e-3)), cmap="viridis", origin="lower",
-                        extent=(-np.pi, np.pi, -np.pi, np.pi))
-    fig.colorbar(im, ax=axes[0], label="log10 S(k)")
-    axes[0].set_xlabel("k_y")
-    axes[0].set_ylabel("k_x")
+    fig, axes = structure_factor_map(plt, sf.s_map, "log10 S(k)")
     ok = sf.count > 0
     axes[1].errorbar(sf.k[ok], sf.mean[ok], yerr=sf.error[ok], fmt="o", ms=3, label="shell average")
     axes[1].set_xscale("log")

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from .report import _fmt, _plt, figure_configuration
+from .report import _fmt, _plt, figure_configuration, structure_factor_map
 
 #: exact infinite-lattice values at K_c (Onsager; Kaufman & Onsager 1949; McCoy & Wu 1973)
 EXACT_KC = {"energy": -math.sqrt(2.0), "c10": 1.0 / math.sqrt(2.0), "c11": 2.0 / math.pi}
@@ -81,13 +81,7 @@ def figure_structure_factor(sk, path: str, title: str) -> None:
     from .measure.correlations import shell_average
 
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    smap = np.fft.fftshift(sk.mean)
-    im = axes[0].imshow(np.log10(np.maximum(smap, 1e-3)), cmap="viridis", origin="lower",
-                        extent=(-np.pi, np.pi, -np.pi, np.pi))
-    fig.colorbar(im, ax=axes[0], label="log10 S_T(k)")
-    axes[0].set_xlabel("k_y")
-    axes[0].set_ylabel("k_x")
+    fig, axes = structure_factor_map(plt, sk.mean, "log10 S_T(k)")
     sh = shell_average(sk.mean)
     ok = (sh.count > 0) & (sh.k > 0)
     axes[1].plot(sh.k[ok], sh.mean[ok], "o", ms=2, label=f"shell average, {sk.n_tiles} tiles of {sk.tile}")

@@ -124,6 +124,14 @@ def _update_row(act, up, dn, row, side, buf, off, thr, symmetric):
 
 
 @njit(inline="always", cache=True)
+def _wrap_segment(s, gLy, q0, half):
+    """Active positions ``m in [a, e)`` of a row that lie in its ``s``-th global wrap (``a >= half``: none left)."""
+    a = 0 if s == 0 else (s * gLy - q0 + 1) >> 1
+    e = ((s + 1) * gLy - q0 + 1) >> 1
+    return a, (half if e > half else e)
+
+
+@njit(inline="always", cache=True)
 def _row_words(buf, wb, c0, c1, c2, c3, half, gi, q0, gLy, step, purpose, seed, stream):
     """Words of the ``half`` active sites of a row; returns ``(words, off)`` with site m's word at ``words[off + m]``.
 
@@ -146,11 +154,9 @@ def _row_words(buf, wb, c0, c1, c2, c3, half, gi, q0, gLy, step, purpose, seed, 
     e_main = 0
     s = 0
     while True:
-        a = 0 if s == 0 else (s * gLy - q0 + 1) >> 1
+        a, e = _wrap_segment(s, gLy, q0, half)
         if a >= half:
             break
-        e = ((s + 1) * gLy - q0 + 1) >> 1
-        e = half if e > half else e
         if e - a > e_main - a_main:
             s_main, a_main, e_main = s, a, e
         s += 1
@@ -164,11 +170,9 @@ def _row_words(buf, wb, c0, c1, c2, c3, half, gi, q0, gLy, step, purpose, seed, 
     st = np.uint64(step)
     s = 0
     while True:
-        a = 0 if s == 0 else (s * gLy - q0 + 1) >> 1
+        a, e = _wrap_segment(s, gLy, q0, half)
         if a >= half:
             break
-        e = ((s + 1) * gLy - q0 + 1) >> 1
-        e = half if e > half else e
         if s != s_main:
             for m in range(a, e):
                 k = base - s * hy + m
