@@ -48,7 +48,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--remeasure", nargs="+", default=None, metavar="MODEL_DIR",
-                    help="only re-measure ESS/KL (model and untrained MLMC-HB) of exported models and rewrite their cards")
+                    help="only re-measure ESS/KL (model and untrained MLMC-HB) of exported models and rewrite their cards "
+                         "(--ess-samples N: on N samples instead of the manifest's number)")
     ap.add_argument("--beta", type=_beta, default=None, help="'kc' (= 0.5 ln(1 + sqrt 2)) or a number")
     ap.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--steps", type=int, nargs="+", default=[500], help="reverse-KL steps (one, or one per size)")
@@ -157,6 +158,7 @@ def main(argv=None):
         for d in args.remeasure:
             with open(os.path.join(d, "manifest.json")) as fh:
                 n = json.load(fh)["training"].get("ess_samples", 10000)
+            n = args.ess_samples[0] if args.ess_samples else n
             tr = add_baseline(d, n, remeasure=True)
             print(f"{d}: ESS/N = {tr['ess']:.4g}, KL = {tr['kl']:.4g}; MLMC-HB ESS/N = {tr['mlmc_hb']['ess']:.4g}, "
                   f"KL = {tr['mlmc_hb']['kl']:.4g}", flush=True)
