@@ -18,6 +18,10 @@ NAMES = [m["name"] for m in SHIPPED]
 
 
 def test_shipped_models_are_usable():
+    names = {m["name"] for m in SHIPPED}
+    for family in ("rigcs", "mlmchb"):  # the package data must carry them (or these tests would pass vacuously)
+        for tag in ("kc", "b044"):
+            assert {f"{family}-{tag}-L{L}" for L in (8, 16, 32, 64)} <= names
     for m in SHIPPED:
         assert "error" not in m, m
         model = load_model(m["name"])
