@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import threading
 import time
 
 import numpy as np
@@ -325,11 +326,15 @@ def generate_tiled(model, *, seed_size: int, stages: int, out: str, tile: int, r
 
                 bar = tqdm(total=n_tiles, desc=f"stage {t}: {L}x{L} in {tile}x{tile} tiles", unit="tile", leave=False)
             msum = [0]
+            mlock = threading.Lock()
 
-            def on_block(block, bar=bar, msum=msum):
-                msum[0] += int(block.sum(dtype=np.int64))
-                if bar is not None:
-                    bar.update(1)
+            def on_block(block, bar=bar, msum=msum, mlock=mlock):
+                # called from the store's worker threads: sum first (numpy releases the GIL), then add under a lock
+                part = int(block.sum(dtype=np.int64))
+                with mlock:
+                    msum[0] += part
+                    if bar is not None:
+                        bar.update(1)
 
             target = giant.PackedTarget(ds, on_block=on_block)
             fine = upscale_tiled(src, model, seed=seed, stage=t, tile=tile, stream=stream, refine=refine,
