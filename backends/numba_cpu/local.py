@@ -24,47 +24,41 @@ _N_CHUNKS = 64  # rows are handed to threads in at most this many chunks (scratc
 
 
 @njit(parallel=True, cache=True)
+def _permute_rows(spins, par, split):
+    """Row-split permutation of :func:`to_row_split` (``split``) or its inverse, in place, threads over rows."""
+    R, Lx, Ly = spins.shape
+    half = Ly // 2
+    rows = R * Lx
+    n_chunks = min(rows, _N_CHUNKS)
+    for ch in prange(n_chunks):
+        tmp = np.empty(Ly, np.int8)
+        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
+            r = rr // Lx
+            i = rr - r * Lx
+            row = spins[r, i]
+            tmp[:] = row
+            j0 = (i + par) & 1
+            for m in range(half):
+                if split:
+                    row[m] = tmp[2 * m + j0]
+                    row[half + m] = tmp[2 * m + 1 - j0]
+                else:
+                    row[2 * m + j0] = tmp[m]
+                    row[2 * m + 1 - j0] = tmp[half + m]
+
+
 def to_row_split(spins, par=0):
     """In place, row by row: row i becomes [spins at j = 2m + ((i + par) & 1) | spins at j = 2m + 1 - ((i + par) & 1)].
 
     ``par``: parity of the global position of local site (0, 0) (``(x0 + y0) & 1`` for a tile at
     global offset ``(x0, y0)``), so that "colour 0" is the global colour ``(x + y) % 2 == 0``.
     """
-    R, Lx, Ly = spins.shape
-    half = Ly // 2
-    rows = R * Lx
-    n_chunks = min(rows, _N_CHUNKS)
-    for ch in prange(n_chunks):
-        tmp = np.empty(Ly, np.int8)
-        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
-            r = rr // Lx
-            i = rr - r * Lx
-            row = spins[r, i]
-            tmp[:] = row
-            j0 = (i + par) & 1
-            for m in range(half):
-                row[m] = tmp[2 * m + j0]
-                row[half + m] = tmp[2 * m + 1 - j0]
+    _permute_rows(spins, np.int64(par), True)
 
 
-@njit(parallel=True, cache=True)
 def from_row_split(spins, par=0):
     """Inverse of :func:`to_row_split` (in place, same ``par``)."""
-    R, Lx, Ly = spins.shape
-    half = Ly // 2
-    rows = R * Lx
-    n_chunks = min(rows, _N_CHUNKS)
-    for ch in prange(n_chunks):
-        tmp = np.empty(Ly, np.int8)
-        for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
-            r = rr // Lx
-            i = rr - r * Lx
-            row = spins[r, i]
-            tmp[:] = row
-            j0 = (i + par) & 1
-            for m in range(half):
-                row[2 * m + j0] = tmp[m]
-                row[2 * m + 1 - j0] = tmp[half + m]
+    _permute_rows(spins, np.int64(par), False)
 
 
 @njit(inline="always", cache=True)
