@@ -38,6 +38,10 @@ Kernels
   Used for large lattices.
 * *block* kernels: one launch for all half-sweeps; one thread block per replica loops over the
   half-sweeps with ``syncthreads`` between them. Used for small lattices (launch cost dominates).
+* *tile* kernels (grid and block forms): a tile of a larger periodic lattice (``offset``,
+  ``global_shape``; :mod:`isingcore.rg.tiled`). Colours and words are those of the global site, so
+  the sublattice split uses the tile's colour parity, and one thread takes up to four consecutive
+  active sites of a row, computing their global words (one or two Philox blocks, three at a wrap).
 
 Indices are computed in int64 and cast to uint64 at the array access: Numba adds a negative-index
 wrap-around to every signed index, and mixing uint64 with int64 arithmetic gives float64.
@@ -237,6 +241,148 @@ def _kernels(purpose: int):
     return _KERNELS[purpose]
 
 
+# ------------------------------------------------------------------------------------------
+# tiles of a larger periodic lattice (isingcore.rg.tiled): global colours and words
+# ------------------------------------------------------------------------------------------
+@cuda.jit(device=True, inline="always")
+def _update_site_p(act, oth, base, i, m, Lx, half, p, word, thr):
+    """:func:`_update_site` with the row's first active column ``p`` given (tiles: ``p = (i + par + colour) & 1``)."""
+    row = base + i * half
+    up = base + (i - 1 if i > 0 else Lx - 1) * half
+    dn = base + (i + 1 if i + 1 < Lx else 0) * half
+    if p == 1:  # active site at odd local j = 2m+1: side neighbours o[i, m], o[i, m+1]
+        ms = m + 1 if m + 1 < half else 0
+    else:
+        ms = m - 1 if m > 0 else half - 1
+    s = np.int32(act[np.uint64(row + m)])
+    nb = (np.int32(oth[np.uint64(up + m)]) + np.int32(oth[np.uint64(dn + m)])
+          + np.int32(oth[np.uint64(row + m)]) + np.int32(oth[np.uint64(row + ms)]))
+    T = thr[np.uint32(((s + 1) >> 1) * 5 + ((nb + 4) >> 1))]
+    if np.int64(word) < T:
+        act[np.uint64(row + m)] = np.int8(-s)
+
+
+@cuda.jit(device=True, inline="always")
+def _group_tile(act, oth, r, g, Lx, half, nq, colour, par, gx0, gy0, gLx, gLy, slo, shi, seed, stream, thr, purpose):
+    """Active sites m = 4q .. 4q+3 (< half) of local row i of a tile, ``g = i*nq + q``.
+
+    Local site (i, j) is global site ``((gx0 + i) mod gLx, (gy0 + j) mod gLy)``: its colour and its
+    word ``(x gLy + y) // 2`` are the global ones (as in the CPU kernel,
+    ``isingcore.backends.numba_cpu.local``); neighbours wrap around the *local* array (a tile's
+    halo is spoiled from its edges inwards, exactly as on the CPU). Consecutive active sites of a
+    row have consecutive words except where the row wraps around the global lattice, so the four
+    sites need one or two Philox blocks (three at a wrap); the last block is kept.
+    """
+    i = np.int64(np.uint64(g) // np.uint64(nq))
+    q = g - i * nq
+    p = (i + par + colour) & 1  # local column of the row's first active site
+    gi = (i + gx0) % gLx
+    rowbase = gi * (gLy >> 1)
+    base = r * Lx * half
+    cur = np.int64(-1)
+    w0 = w1 = w2 = w3 = np.uint32(0)
+    for mm in range(4):
+        m = 4 * q + mm
+        if m < half:
+            gj = (gy0 + 2 * m + p) % gLy
+            k = rowbase + (gj >> 1)
+            blk = k >> 2
+            if blk != cur:
+                w0, w1, w2, w3 = stream_block(blk, slo, shi, purpose, seed, stream)
+                cur = blk
+            lane = k & 3
+            w = w0 if lane == 0 else (w1 if lane == 1 else (w2 if lane == 2 else w3))
+            _update_site_p(act, oth, base, i, m, Lx, half, p, w, thr)
+
+
+def _make_tile_grid_kernel(purpose=PURPOSE_LOCAL):
+    purpose = np.uint32(purpose)
+
+    @cuda.jit
+    def kernel(act, oth, Lx, half, nq, n_groups, thresholds, seed, streams, slo, shi, colour, par, gx0, gy0, gLx, gLy):
+        """One half-sweep of a tile: thread (x, y) -> group g of replica r = y, y + gridDim.y, ..."""
+        thr = _load_thresholds(thresholds)
+        R = streams.shape[0]
+        g = np.int64(cuda.blockIdx.x) * np.int64(cuda.blockDim.x) + np.int64(cuda.threadIdx.x)
+        if g < n_groups:
+            r = np.int64(cuda.blockIdx.y)
+            while r < R:
+                _group_tile(act, oth, r, g, Lx, half, nq, colour, par, gx0, gy0, gLx, gLy, slo, shi, seed,
+                            streams[r], thr, purpose)
+                r += np.int64(cuda.gridDim.y)
+
+    return kernel
+
+
+def _make_tile_block_kernel(purpose=PURPOSE_LOCAL):
+    purpose = np.uint32(purpose)
+
+    @cuda.jit
+    def kernel(a, b, Lx, half, nq, n_groups, thresholds, seed, streams, step0, n_half, par, gx0, gy0, gLx, gLy):
+        """All half-sweeps of a tile: block x -> replicas x, x + gridDim.x, ...; threads loop over groups."""
+        thr = _load_thresholds(thresholds)
+        R = streams.shape[0]
+        r = np.int64(cuda.blockIdx.x)
+        while r < R:
+            stream = streams[r]
+            for t in range(n_half):
+                st = step0 + np.uint64(t)
+                slo = np.uint32(st & _U64_MASK)
+                shi = np.uint32(st >> _U64_32)
+                colour = np.int64(st & _U64_1)
+                act = a if colour == 0 else b
+                oth = b if colour == 0 else a
+                g = np.int64(cuda.threadIdx.x)
+                while g < n_groups:
+                    _group_tile(act, oth, r, g, Lx, half, nq, colour, par, gx0, gy0, gLx, gLy, slo, shi, seed,
+                                stream, thr, purpose)
+                    g += np.int64(cuda.blockDim.x)
+                cuda.syncthreads()
+            r += np.int64(cuda.gridDim.x)
+
+    return kernel
+
+
+_TILE_KERNELS = {}
+
+
+def _tile_kernels(purpose: int):
+    """(grid, block) tile kernels for a counter word 3, compiled on first use."""
+    if purpose not in _TILE_KERNELS:
+        _TILE_KERNELS[purpose] = (_make_tile_grid_kernel(purpose), _make_tile_block_kernel(purpose))
+    return _TILE_KERNELS[purpose]
+
+
+@cuda.jit
+def _split_tile_kernel(spins, a, b, Lx, half, par):
+    """Flat arrays: a[k] = spins[2k + j0], b[k] = spins[2k + 1 - j0], j0 = ((row mod Lx) + par) & 1, row = k // half.
+
+    Colour c of a tile is the *global* colour: local site (i, j) has colour ``(i + j + par) & 1``.
+    Any Lx (a tile's row count may be odd).
+    """
+    n = a.shape[0]
+    k = np.int64(cuda.grid(1))
+    while k < n:
+        row = np.int64(np.uint64(k) // np.uint64(half))
+        j0 = ((row % Lx) + par) & 1
+        a[np.uint64(k)] = spins[np.uint64(2 * k + j0)]
+        b[np.uint64(k)] = spins[np.uint64(2 * k + 1 - j0)]
+        k += np.int64(cuda.gridsize(1))
+
+
+@cuda.jit
+def _merge_tile_kernel(a, b, spins, Lx, half, par):
+    """Inverse of :func:`_split_tile_kernel` (flat arrays)."""
+    n = a.shape[0]
+    k = np.int64(cuda.grid(1))
+    while k < n:
+        row = np.int64(np.uint64(k) // np.uint64(half))
+        j0 = ((row % Lx) + par) & 1
+        spins[np.uint64(2 * k + j0)] = a[np.uint64(k)]
+        spins[np.uint64(2 * k + 1 - j0)] = b[np.uint64(k)]
+        k += np.int64(cuda.gridsize(1))
+
+
 @cuda.jit
 def _split_kernel(spins, a, b, half):
     """Flat arrays: a[k] = spins[2k + (row & 1)], b[k] = spins[2k + 1 - (row & 1)], row = k // half.
@@ -328,11 +474,14 @@ def choose_method(Lx: int, Ly: int, replicas: int) -> str:
     return "block" if Lx * (Ly // 2) <= BLOCK_MAX_SITES else "grid"
 
 
-def _run(d_spins, a, b, d_thr, d_streams, n_half, step, seed, stream, method, purpose=PURPOSE_LOCAL):
+def _run(d_spins, a, b, d_thr, d_streams, n_half, step, seed, stream, method, purpose=PURPOSE_LOCAL, tile=None):
     """All half-sweeps on device arrays (NumPy arrays under the simulator); updates d_spins in place.
 
-    ``a``, ``b``: scratch (R, Lx, Ly/2) int8 arrays for the sublattices.
+    ``a``, ``b``: scratch (R, Lx, Ly/2) int8 arrays for the sublattices; ``tile``: ``(x0, y0, gLx, gLy)``
+    for a tile of a larger lattice (:func:`_run_tile`), None for the whole lattice.
     """
+    if tile is not None:
+        return _run_tile(d_spins, a, b, d_thr, d_streams, n_half, step, seed, stream, method, purpose, tile)
     R, Lx, Ly = d_spins.shape
     half = Ly // 2
     split_sublattices(d_spins, a, b, stream)
@@ -362,6 +511,36 @@ def _run(d_spins, a, b, d_thr, d_streams, n_half, step, seed, stream, method, pu
     merge_sublattices(a, b, d_spins, stream)
 
 
+def _run_tile(d_spins, a, b, d_thr, d_streams, n_half, step, seed, stream, method, purpose, tile):
+    """:func:`_run` for a tile ``(x0, y0, gLx, gLy)`` of a larger lattice (global colours and words)."""
+    x0, y0, gLx, gLy = tile
+    R, Lx, Ly = d_spins.shape
+    half = Ly // 2
+    par = np.int64((x0 + y0) & 1)
+    n = R * Lx * half
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    _elementwise(_split_tile_kernel, n, stream)(d_spins.reshape(-1), fa, fb, np.int64(Lx), np.int64(half), par)
+    nq = (half + 3) // 4
+    n_groups = Lx * nq
+    tail = (np.int64(x0), np.int64(y0), np.int64(gLx), np.int64(gLy))
+    seed32 = np.uint32(seed)
+    Lx64, half64, nq64, ng64 = np.int64(Lx), np.int64(half), np.int64(nq), np.int64(n_groups)
+    grid_k, block_k = _tile_kernels(purpose)
+    if method == "block":
+        _configure(block_k, R, _block_threads(n_groups, R), stream)(fa, fb, Lx64, half64, nq64, ng64, d_thr, seed32,
+                                                                    d_streams, np.uint64(step), np.int64(n_half),
+                                                                    par, *tail)
+    else:
+        tpb = _threads(n_groups)
+        launch = _configure(grid_k, ((n_groups + tpb - 1) // tpb, min(R, MAX_GRID_Y)), tpb, stream)
+        for t in range(step, step + n_half):
+            colour = t & 1
+            act, oth = (fa, fb) if colour == 0 else (fb, fa)
+            launch(act, oth, Lx64, half64, nq64, ng64, d_thr, seed32, d_streams,
+                   np.uint32(t & MASK32), np.uint32(t >> 32), np.int64(colour), par, *tail)
+    _elementwise(_merge_tile_kernel, n, stream)(fa, fb, d_spins.reshape(-1), np.int64(Lx), np.int64(half), par)
+
+
 def _device_input(x, dtype, name, stream):
     """A Numba device view of a CUDA array of the given dtype, or a device copy of a host array."""
     if hasattr(x, "__cuda_array_interface__"):
@@ -370,6 +549,25 @@ def _device_input(x, dtype, name, stream):
             raise TypeError(f"{name} on the device must be a C-contiguous {np.dtype(dtype)} array, got {d.dtype}")
         return d
     return cuda.to_device(np.ascontiguousarray(x, dtype=dtype), stream=stream)
+
+
+def _tile_arguments(spins, offset, global_shape):
+    """``(x0, y0, gLx, gLy)`` (offset reduced modulo the global shape) of a tile, or None for the whole lattice."""
+    if len(offset) != 2:
+        raise ValueError(f"offset must be a pair (x0, y0), got {offset!r}")
+    local = tuple(int(v) for v in spins.shape[1:]) if len(spins.shape) == 3 else None
+    if global_shape is None:
+        if local is None:
+            return None
+        gLx, gLy = local
+    else:
+        gLx, gLy = (int(v) for v in global_shape)
+        if gLx < 2 or gLy < 2 or gLx % 2 or gLy % 2:
+            raise ValueError(f"global_shape must be two even sizes >= 2, got {tuple(global_shape)}")
+    x0, y0 = int(offset[0]) % gLx, int(offset[1]) % gLy
+    if (x0, y0) == (0, 0) and (gLx, gLy) == local:
+        return None  # the whole lattice: the untiled kernels (same bits)
+    return x0, y0, gLx, gLy
 
 
 def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams, method: str = "auto",
@@ -388,16 +586,19 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
     Updates ``spins`` in place when it is C-contiguous (else a contiguous copy; CuPy and NumPy
     only) and returns it. ``method``: "auto" (:func:`choose_method`), "grid" (one launch per
     half-sweep) or "block" (one launch for all half-sweeps, one thread block per replica).
-    ``offset``/``global_shape``: the tile arguments of the CPU kernel; only the untiled values
-    (the defaults) are implemented on the GPU (else ``NotImplementedError``).
+
+    Tiles (the semantics of the CPU kernel ``isingcore.backends.numba_cpu.local.checkerboard_sweeps``):
+    ``spins`` may be a tile (with its halo) of a larger periodic lattice of ``global_shape = (gLx,
+    gLy)`` (both even) whose local site (0, 0) is global site ``offset = (x0, y0)``; local site
+    (i, j) then takes the colour ``(x + y) % 2`` and the word ``(x gLy + y) // 2`` of global site
+    ``(x, y) = ((x0 + i) mod gLx, (y0 + j) mod gLy)``, and its neighbours wrap around the local
+    array (the outermost ``n`` rows and columns are spoiled after ``n`` half-sweeps, the same bits
+    as on the CPU). A tile needs an even number of columns; its number of rows may be odd.
+    Defaults (``offset=(0, 0)``, ``global_shape=None``): the whole lattice.
     """
     if method not in ("auto", "grid", "block"):
         raise ValueError(f"method={method!r} is not known; allowed values: 'auto', 'grid', 'block'")
-    if tuple(int(v) for v in offset) != (0, 0) or (global_shape is not None
-                                                   and tuple(int(v) for v in global_shape) != tuple(spins.shape[1:])):
-        # tiles of a larger lattice (isingcore.rg.tiled): the CPU kernel has them, the GPU kernels not yet
-        raise NotImplementedError("tile offsets (offset, global_shape) are implemented in the CPU kernel only "
-                                  "(isingcore.backends.numba_cpu.local.checkerboard_sweeps)")
+    tile = _tile_arguments(spins, offset, global_shape)
     if isinstance(n_half_steps, bool) or not isinstance(n_half_steps, numbers.Integral) or n_half_steps < 0:
         raise ValueError(f"n_half_steps must be a non-negative integer, got {n_half_steps!r}")
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
@@ -410,7 +611,10 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
         raise ValueError("step + n_half_steps must not exceed 2**64")
     seed = check_seed(seed)
     R, Lx, Ly = check_spin_batch(spins)
-    if Lx % 2 or Ly % 2 or Lx < 2 or Ly < 2:
+    if tile is not None:
+        if Ly % 2 or Ly < 2 or Lx < 1:
+            raise ValueError(f"a tile needs Lx >= 1 rows and an even number Ly >= 2 of columns, got ({Lx}, {Ly})")
+    elif Lx % 2 or Ly % 2 or Lx < 2 or Ly < 2:
         raise ValueError(f"the lattice must have even Lx, Ly >= 2, got ({Lx}, {Ly})")
     if tuple(thresholds.shape) != (10,):
         raise ValueError(f"thresholds must have shape (10,), got {thresholds.shape}")
@@ -426,7 +630,7 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
         out = np.ascontiguousarray(spins)
         _run(out, np.empty(shape_sub, np.int8), np.empty(shape_sub, np.int8),
              np.ascontiguousarray(thresholds, dtype=np.int64), np.ascontiguousarray(streams, dtype=np.uint32),
-             n_half, step, seed, 0, method, purpose)
+             n_half, step, seed, 0, method, purpose, tile)
         return out
 
     if _is_cupy(spins):
@@ -441,7 +645,7 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
                 out, cupy.empty(shape_sub, cupy.int8), cupy.empty(shape_sub, cupy.int8),
                 cupy.ascontiguousarray(cupy.asarray(thresholds, dtype=cupy.int64)),
                 cupy.ascontiguousarray(cupy.asarray(streams, dtype=cupy.uint32)))]
-            _run(*dev, n_half, step, seed, stream, method, purpose)
+            _run(*dev, n_half, step, seed, stream, method, purpose, tile)
         return out
 
     stream = cuda.default_stream()
@@ -453,7 +657,7 @@ def checkerboard_sweeps(spins, n_half_steps, *, step, thresholds, seed, streams,
         d_spins = cuda.to_device(host, stream=stream)
     _run(d_spins, _empty(shape_sub, np.int8, stream), _empty(shape_sub, np.int8, stream),
          _device_input(thresholds, np.int64, "thresholds", stream), _device_input(streams, np.uint32, "streams", stream),
-         n_half, step, seed, stream, method, purpose)
+         n_half, step, seed, stream, method, purpose, tile)
     if host is not None:
         d_spins.copy_to_host(host, stream=stream)
         stream.synchronize()

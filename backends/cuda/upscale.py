@@ -8,7 +8,9 @@ One thread per Philox block: block ``g`` of the stream ``(seed, streams[n], stag
 gives the words ``4g .. 4g+3``, i.e. those of the fine sites ``k = x * Ly + y = 4g .. 4g+3`` (which
 may straddle two rows). A launch covers the fine rows ``x0 + skip .. x0 + H - 1`` of a band of
 ``Nc`` configurations (grid ``(blocks, configurations)``), reading the band's float32 field
-``(Nc, H, Ly)`` and the whole coarse lattice, writing the int8 fine lattice.
+``(Nc, H, Ly)`` and the whole coarse lattice, writing the int8 fine lattice. A *tile* of a larger
+lattice (``offset``, ``global_ly``: :mod:`isingcore.rg.tiled`) uses the global words, whose rows are
+not contiguous: there one thread handles one Philox block of one row (:func:`_sample_tile_kernel`).
 
 The keep threshold is computed with libdevice's ``__dmul_rn``, ``__dadd_rn`` and ``__ddiv_rn``,
 which NVVM never contracts into fused multiply-adds, so it equals the CPU's bit for bit
@@ -142,6 +144,37 @@ def _sample_kernel(field, coarse, fine, Nc, H, Ly, Lcx, Lcy, n0, x0, skip, b, ki
         nl += np.int64(cuda.gridDim.y)
 
 
+@cuda.jit
+def _sample_tile_kernel(field, coarse, fine, Nc, H, Ly, Lcx, Lcy, n0, x0, skip, b, kind, clamp, seed, streams, slo,
+                        shi, purpose, pow2, bad, gx0, gy0, gLy, nbr):
+    """:func:`_sample_kernel` for a tile: local site (x, y) takes word ``(gx0 + x) gLy + gy0 + y``.
+
+    A tile's rows are not contiguous in the global word order, so thread ``t`` handles Philox
+    block ``(first >> 2) + q`` of fine row ``x0 + skip + t // nbr`` (``q = t mod nbr``, ``first`` the
+    row's first global word): ``nbr`` blocks cover a row of ``Ly`` words.
+    """
+    t = np.int64(cuda.blockIdx.x) * np.int64(cuda.blockDim.x) + np.int64(cuda.threadIdx.x)
+    if t >= (H - skip) * nbr:
+        return
+    xr = np.int64(np.uint64(t) // np.uint64(nbr))
+    q = t - xr * nbr
+    x = x0 + skip + xr
+    first = (gx0 + x) * gLy + gy0
+    g = (first >> 2) + q
+    if 4 * g >= first + Ly:
+        return
+    nl = np.int64(cuda.blockIdx.y)
+    while nl < Nc:
+        n = n0 + nl
+        w0, w1, w2, w3 = stream_block(g, slo, shi, purpose, seed, streams[n])
+        for lane in range(4):
+            y = 4 * g + lane - first
+            if y >= 0 and y < Ly:
+                w = w0 if lane == 0 else (w1 if lane == 1 else (w2 if lane == 2 else w3))
+                _site(field, coarse, fine, nl, n, x * Ly + y, x0, Lcx, Lcy, H, Ly, b, kind, clamp, w, pow2, bad)
+        nl += np.int64(cuda.gridDim.y)
+
+
 _POW2 = {}
 
 
@@ -170,29 +203,39 @@ def sample_rows(field, coarse, fine, *, n0, x0, skip, b, kind, clamp, seed, stre
     fine), ``coarse``: int8 (N, Lx, Ly_c), ``fine``: int8 (N, b Lx, Ly), ``streams``: uint32 (N,),
     ``bad``: int64 (1,) counter of non-finite values. CuPy arrays run on CuPy's current stream
     without host synchronisation; under the simulator NumPy arrays.
-    ``offset``/``global_ly`` (tiles of a larger lattice, :mod:`isingcore.rg.tiled`) are accepted for
-    the signature of the CPU kernel; only the untiled values are implemented on the GPU.
+    Tiles (the semantics of the CPU kernel): ``fine`` (and ``coarse``, its parents) may be a tile of a
+    larger lattice with ``global_ly`` columns whose local site (0, 0) is global site ``offset = (X0,
+    Y0)`` (multiples of b); site (x, y) then uses word ``(X0 + x) global_ly + Y0 + y``, the word of
+    the untiled lattice. Defaults: the untiled lattice.
     """
-    if tuple(int(v) for v in offset) != (0, 0) or (global_ly is not None and int(global_ly) != int(field.shape[2])):
-        raise NotImplementedError("tile offsets (offset, global_ly) are implemented in the CPU kernel only "
-                                  "(isingcore.backends.numba_cpu.upscale.sample_rows)")
     Nc, H, Ly = (int(v) for v in field.shape)
     N, Lcx, Lcy = (int(v) for v in coarse.shape)
+    gx0, gy0 = (int(v) for v in offset)
+    gly = Ly if global_ly is None else int(global_ly)
+    if gx0 < 0 or gy0 < 0 or gy0 + Ly > gly:
+        raise ValueError(f"offset={tuple(offset)} with global_ly={gly} does not hold a tile of {Ly} columns")
+    tiled = (gx0, gy0, gly) != (0, 0, Ly)
     if Nc == 0 or H - skip <= 0:
         return
-    k_start = (x0 + skip) * Ly
-    k_end = (x0 + H) * Ly
-    n_blocks = ((k_end - 1) >> 2) - (k_start >> 2) + 1
-    tpb = _threads(n_blocks)
-    grid = ((n_blocks + tpb - 1) // tpb, min(Nc, MAX_GRID_Y))
     args_tail = (np.int64(Nc), np.int64(H), np.int64(Ly), np.int64(Lcx), np.int64(Lcy), np.int64(n0), np.int64(x0),
                  np.int64(skip), np.int64(b), np.int64(kind), np.float64(clamp), np.uint32(seed))
+    if tiled:
+        nbr = (Ly + 2) // 4 + 1  # Philox blocks touched by a row of Ly words, whatever its alignment
+        n_threads = (H - skip) * nbr
+        kernel, extra = _sample_tile_kernel, (np.int64(gx0), np.int64(gy0), np.int64(gly), np.int64(nbr))
+    else:
+        k_start = (x0 + skip) * Ly
+        k_end = (x0 + H) * Ly
+        n_threads = ((k_end - 1) >> 2) - (k_start >> 2) + 1
+        kernel, extra = _sample_kernel, ()
+    tpb = _threads(n_threads)
+    grid = ((n_threads + tpb - 1) // tpb, min(Nc, MAX_GRID_Y))
     slo, shi = np.uint32(int(step) & MASK32), np.uint32(int(step) >> 32)
     if SIMULATOR:
         f = np.ascontiguousarray(field, dtype=np.float32).reshape(-1)
-        _configure(_sample_kernel, grid, tpb, 0)(f, coarse.reshape(-1), fine.reshape(-1), *args_tail,
-                                                 np.ascontiguousarray(streams, dtype=np.uint32), slo, shi,
-                                                 np.uint32(purpose), POW2, bad)
+        _configure(kernel, grid, tpb, 0)(f, coarse.reshape(-1), fine.reshape(-1), *args_tail,
+                                         np.ascontiguousarray(streams, dtype=np.uint32), slo, shi,
+                                         np.uint32(purpose), POW2, bad, *extra)
         return
     import cupy
 
@@ -204,8 +247,8 @@ def sample_rows(field, coarse, fine, *, n0, x0, skip, b, kind, clamp, seed, stre
         d_streams = cuda.as_cuda_array(streams, sync=False)
         d_bad = cuda.as_cuda_array(bad, sync=False)
         d_pow2 = cuda.as_cuda_array(_pow2_table(fine), sync=False)
-        _configure(_sample_kernel, grid, tpb, stream)(*dev, *args_tail, d_streams, slo, shi, np.uint32(purpose),
-                                                     d_pow2, d_bad)
+        _configure(kernel, grid, tpb, stream)(*dev, *args_tail, d_streams, slo, shi, np.uint32(purpose), d_pow2, d_bad,
+                                              *extra)
 
 
 __all__ = ["sample_rows", "SIMULATOR"]
