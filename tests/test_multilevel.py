@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+import array_api_compat.numpy
 import numpy as np
 import pytest
 
@@ -47,6 +48,91 @@ def test_hierarchy_partitions_the_lattice_and_neighbours_are_coarser(L, c):
     assert H.levels[0].n_sites == c * c
     assert H.levels[-1].grid == (1 if L > c else L // c)
     assert H.n_levels == 1 + 2 * int(round(math.log2(L // c)))
+
+
+@pytest.mark.parametrize("L,c", [(4, 2), (8, 4), (16, 4), (16, 2), (32, 4)])
+def test_split_hierarchy_refines_the_seed001_levels(L, c):
+    """Each seed-001 level is split in two sub-lattices (the finest axial level stays whole); the
+    second conditions on the first; neighbours stay coarser; the nearest pairs inside a seed-001
+    level straddle its two sub-lattices."""
+    H0, H = Hierarchy(L, c), Hierarchy(L, c, "split")
+    lev0 = H0.level_of_site.reshape(-1)
+    counts = np.zeros(L * L, dtype=int)
+    for lv in H.levels:
+        counts[lv.sites] += 1
+        assert len(set(lev0[lv.sites])) == 1  # inside one seed-001 level
+        if lv.neighbours is not None and lv.kind != "decimated":
+            assert np.all(H.level_of_site.reshape(-1)[lv.neighbours] < lv.index), lv.describe()
+        if lv.kind == "decimated":
+            assert lv.grid == 1 and np.all(H.level_of_site.reshape(-1)[lv.second_neighbours] < lv.index)
+            # the four neighbours are not drawn yet (summed out) and each touches exactly one decimated site
+            assert np.all(H.level_of_site.reshape(-1)[lv.neighbours] > lv.index)
+            touched = np.bincount(lv.neighbours.reshape(-1), minlength=L * L)
+            assert set(np.unique(touched[touched > 0])) == {1}
+    assert np.all(counts == 1)
+    n_h = int(round(math.log2(L // c)))
+    assert H.n_levels == 1 + 4 * n_h - 1
+    assert [lv.kind for lv in H.levels[-3:]] == ["diagonal-a", "decimated", "axial"]
+    for lv in H.levels[1:]:
+        same = [m for m in H.levels if m.grid == lv.grid and m.base_kind == lv.base_kind]
+        if len(same) == 2 and lv.kind in ("diagonal-a", "axial-x"):
+            a, b = same
+            xa, ya = a.sites // L, a.sites % L
+            xb, yb = b.sites // L, b.sites % L
+            d = lambda u, v: np.minimum((u - v) % L, (v - u) % L)
+            dist = d(xa[:, None], xb[None, :]) ** 2 + d(ya[:, None], yb[None, :]) ** 2
+            within = d(xa[:, None], xa[None, :]) ** 2 + d(ya[:, None], ya[None, :]) ** 2
+            np.fill_diagonal(within, 10 ** 9)
+            assert dist.min() < within.min()  # the closest pairs are split
+    K0, K = H0.coupling_schedule(0.4), H.coupling_schedule(0.4)
+    for lv in H.levels:
+        want = 0.4 if lv.kind == "decimated" else K0[lev0[lv.sites[0]]]
+        assert K[lv.index] == want
+
+
+def test_decimated_level_is_the_exact_conditional():
+    """On the 4x4 torus (split scheme, coarsest 2x2): the realised q of the decimated level equals
+    the exact p(s^dec | s^<dec) of the Ising model, from enumerating all 2**16 states, to the 2**-32
+    threshold quantisation (relative 2**-32 / p per site); and so does the last (heat-bath) level."""
+    beta = 0.55
+    s = MultilevelSampler(4, beta, coarsest=2, scheme="split")
+    H = s.hierarchy
+    states = state_spins(4).reshape(-1, 16).astype(np.int64)
+    sp = states.reshape(-1, 4, 4)
+    lp = beta * (sp * (np.roll(sp, 1, 1) + np.roll(sp, 1, 2))).sum(axis=(1, 2))
+    w = np.exp(lp - lp.max())
+    lev = H.level_of_site.reshape(-1)
+
+    def marginal(upto):  # p(s^{<=upto}) for every state, by summing the others out
+        keys = states[:, lev <= upto]
+        idx = (keys > 0).astype(np.int64) @ (1 << np.arange(keys.shape[1]))
+        tot = np.bincount(idx, weights=w)
+        return tot[idx] / w.sum()
+
+    for lv_s, lv in zip(s.levels, H.levels[1:]):
+        if lv.kind not in ("decimated", "axial"):
+            continue
+        exact = marginal(lv.index) / marginal(lv.index - 1)
+        sm = np.ascontiguousarray(states.T.astype(np.int8))
+        T, up, dn = lv_s.thresholds(sm, array_api_compat.numpy)
+        bit = states[:, lv.sites].T > 0
+        realised = np.exp(np.where(bit, up, dn).sum(axis=0))
+        assert np.max(np.abs(realised / exact - 1)) < 1e-6, lv.describe()  # 2**-32 / p per site
+
+
+def test_split_scheme_q_sums_to_one_and_is_z2_symmetric():
+    for L, c in ((4, 2), (4, 4)):
+        s = MultilevelSampler(L, 0.44, coarsest=c, scheme="split")
+        lq = enumerate_q(s)
+        assert abs(np.exp(lq).sum() - 1.0) < 1e-12
+    s = MultilevelSampler(16, BETA_C, scheme="split")
+    a = s.sample(100, seed=5)
+    assert np.array_equal(s.log_prob(a.spins), a.log_q)
+    assert np.array_equal(s.log_prob(-np.asarray(a.spins)), a.log_q)
+    with pytest.raises(ValueError, match="scheme"):
+        MultilevelSampler(16, BETA_C, scheme="checkerboard")
+    with pytest.raises(ValueError, match="decimated"):
+        MultilevelSampler(8, BETA_C, scheme="split", couplings=[0.2, 0.3, 0.3, BETA_C])
 
 
 def test_hierarchy_rejects_bad_sizes():

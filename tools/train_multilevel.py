@@ -59,6 +59,10 @@ def parse_args(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (seed 001 app. G.4: 1e-3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--heatbath-only", action="store_true", help="train only the couplings (tuned MLMC-HB)")
+    ap.add_argument("--scheme", choices=("seed001", "split"), default=None,
+                    help="level hierarchy (isingcore.multilevel.hierarchy): 'seed001' (default for a fresh model) or "
+                         "'split' (sub-lattices conditioned on each other, exact decimated level); with --init-from "
+                         "the default is the initial model's scheme, and another scheme converts it")
     ap.add_argument("--out", default=os.path.join("models_onnx", "multilevel"))
     ap.add_argument("--name-prefix", default=None, help="default 'rigcs' (or 'mlmchb' with --heatbath-only)")
     ap.add_argument("--ess-samples", type=int, nargs="+", default=None,
@@ -201,7 +205,7 @@ def main(argv=None):
             init_tmap = tr.get("transfer_map", {})
         else:
             ck = torch.load(args.init_from, weights_only=False)
-            model = MultilevelTorch(ck["size"], ck["beta"], networks=ck["networks"])
+            model = MultilevelTorch(ck["size"], ck["beta"], networks=ck["networks"], scheme=ck.get("scheme", "seed001"))
             model.load_state_dict(ck["state"])
         if abs(ck["beta"] - args.beta) > 1e-12 or ck["networks"] == args.heatbath_only:
             sys.exit(f"train_multilevel: {args.init_from} was trained at beta={ck['beta']}, "
@@ -210,16 +214,17 @@ def main(argv=None):
         command = ck["command"] + " && " + command
         if sizes[0] < model.size:
             sys.exit(f"train_multilevel: --sizes must start at >= {model.size} (the checkpoint's size)")
+    scheme = args.scheme or (model.scheme if model is not None else "seed001")
     for i, L in enumerate(sizes):
         torch.manual_seed(args.seed + 1000 * i)
         t0 = time.perf_counter()
         if model is None:
-            model = MultilevelTorch(L, args.beta, networks=not args.heatbath_only)
+            model = MultilevelTorch(L, args.beta, networks=not args.heatbath_only, scheme=scheme)
             tmap = {}
-        elif model.size == L:  # continue training (first size of a run started from a model of this size)
+        elif model.size == L and model.scheme == scheme:  # continue training (a run started from this size)
             tmap = init_tmap
-        else:
-            model = transfer(model, L)
+        else:  # model transfer to a larger lattice and/or conversion to another scheme
+            model = transfer(model, L, scheme)
             tmap = {str(k): v for k, v in model.transfer_map.items()}
         params = model.coupling_parameters() if args.heatbath_only else None
         name = model_name(prefix, args.beta, L)
@@ -235,7 +240,7 @@ def main(argv=None):
             stages.append(dict(st))
             history.append({"size": L, "objective": obj, "records": hist})
         wall += time.perf_counter() - t0
-        training = {"objective": "reverse-kl" + ("+chi2" if any(chi2[:i + 1]) else ""), "mode":
+        training = {"scheme": model.scheme, "objective": "reverse-kl" + ("+chi2" if any(chi2[:i + 1]) else ""), "mode":
                     "heatbath-only" if args.heatbath_only else "rigcs", "lr": args.lr, "seed": args.seed,
                     "batch": batch[i], "stages": list(stages), "steps_total": sum(s["steps"] for s in stages),
                     "chi2_steps_total": sum(s["steps"] for s in stages if s["objective"] == "chi2"),
@@ -244,7 +249,8 @@ def main(argv=None):
         out = os.path.join(args.out, name)
         if args.checkpoint_dir:
             os.makedirs(args.checkpoint_dir, exist_ok=True)
-            torch.save({"size": L, "beta": args.beta, "networks": model.networks, "state": model.state_dict(),
+            torch.save({"size": L, "beta": args.beta, "networks": model.networks, "scheme": model.scheme,
+                        "state": model.state_dict(),
                         "stages": stages, "history": history, "wall_seconds": wall, "command": command},
                        os.path.join(args.checkpoint_dir, name + ".pt"))
         log(f"{name}: exporting to {out}, measuring ESS on {ess_n[i]} samples ...")

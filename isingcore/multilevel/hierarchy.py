@@ -21,6 +21,28 @@ Levels, coarse to fine (``c`` = coarsest side, ``s0 = L / c``):
 
 The last level is B_1: every one of its sites has its four lattice neighbours fixed, so the
 exact conditional of the Ising model is a product of independent heat-bath probabilities.
+
+Two schemes (``scheme=``):
+
+* ``"seed001"`` (default): the levels above, as in seed 001. The sites of one level are drawn
+  independently given the coarser levels. That is exact only for the last level; for every other
+  level it neglects the interactions between its own sites that the summed-out finer sites induce,
+  an error that grows with the number of sites in the level (at the finest learned level, A_1,
+  about L^2/4 sites).
+* ``"split"``: every level but the last is split in two sub-lattices, the second conditioned on
+  the first: A_h into ``"diagonal-a"`` (grid coordinates ``(x - h)/2h + (y - h)/2h`` even) and
+  ``"diagonal-b"`` (odd), B_h into ``"axial-x"`` (``x = h, y = 0 mod 2h``) and ``"axial-y"``. The
+  nearest pairs inside a level (distance 2h in A_h, h*sqrt(2) in B_h) then always straddle the two
+  sub-lattices. At the finest grid the second diagonal sub-lattice, ``"decimated"``, is exact
+  and needs no training: after A_1-a every site of B_1-b (odd x, odd y) touches four axial sites
+  (x + y odd, not yet drawn), and each of those touches exactly one B_1-b site, so summing the
+  axial spins out of ``exp(beta sum s_i s_j)`` gives
+
+      p(s_v | coarser) ∝ prod_{a nb of v} cosh(beta (S_a + s_v)),   S_a = sum of the other three
+                                                                     neighbours of a (all known),
+
+  a product over the sites v of the level (:attr:`Level.second_neighbours` holds the three sites
+  of each ``S_a``). B_1 (``"axial"``) stays one exact heat-bath level.
 """
 
 from __future__ import annotations
@@ -29,7 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KINDS = ("coarsest", "diagonal", "axial")
+SCHEMES = ("seed001", "split")
+KINDS = ("coarsest", "diagonal", "axial", "diagonal-a", "diagonal-b", "axial-x", "axial-y", "decimated")
 _DIAGONAL = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 _AXIAL = ((1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -51,7 +74,9 @@ class Level:
     ``neighbours``: ``(n_sites, 4)`` flat indices of their four neighbours in the lattice the
     level completes (all in coarser levels; ``None`` for the coarsest level);
     ``size``: the side L of the full lattice; ``grid``: the spacing h of the grid the level lives on; ``grid_xy``: ``(n_sites, 2)`` the
-    sites' coordinates on that grid (``x // h``, ``y // h``).
+    sites' coordinates on that grid (``x // h``, ``y // h``); ``second_neighbours``: only for the
+    ``"decimated"`` kind, ``(n_sites, 4, 3)`` flat indices of the other three neighbours of each of
+    the four (summed-out) axial neighbours, in the order of ``neighbours``.
     """
 
     index: int
@@ -61,6 +86,12 @@ class Level:
     sites: np.ndarray
     neighbours: np.ndarray | None
     grid_xy: np.ndarray = field(repr=False)
+    second_neighbours: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def base_kind(self) -> str:
+        """``"coarsest"``, ``"diagonal"`` or ``"axial"``: the seed-001 level this (sub-)level belongs to."""
+        return "diagonal" if self.kind in ("diagonal-a", "diagonal-b", "decimated") else self.kind.split("-")[0]
 
     @property
     def n_sites(self) -> int:
@@ -74,7 +105,9 @@ class Level:
     def describe(self) -> str:
         if self.kind == "coarsest":
             return f"level {self.index}: coarsest {self.grid_size}x{self.grid_size} lattice (spacing {self.grid})"
-        where = "x=y=h" if self.kind == "diagonal" else "x=h,y=0 | x=0,y=h"
+        where = {"diagonal": "x=y=h", "axial": "x=h,y=0 | x=0,y=h", "diagonal-a": "x=y=h, even sub-lattice",
+                 "diagonal-b": "x=y=h, odd sub-lattice", "decimated": "x=y=h, odd sub-lattice, exact",
+                 "axial-x": "x=h,y=0", "axial-y": "x=0,y=h"}[self.kind]
         return f"level {self.index}: {self.kind} sites of the spacing-{self.grid} grid ({where} mod 2h), {self.n_sites} sites"
 
 
@@ -82,10 +115,14 @@ class Hierarchy:
     """Decimation levels of an ``size x size`` torus (``size = 2**n``) down to ``coarsest x coarsest``.
 
     ``coarsest`` is 2 or 4 (the coarsest level is sampled exactly by enumerating its
-    ``2**(coarsest**2)`` states) and at most ``size``.
+    ``2**(coarsest**2)`` states) and at most ``size``. ``scheme``: ``"seed001"`` or ``"split"``
+    (module docstring).
     """
 
-    def __init__(self, size: int, coarsest: int = 4):
+    def __init__(self, size: int, coarsest: int = 4, scheme: str = "seed001"):
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+        self.scheme = scheme
         self.size = L = _power_of_two(size, "size", 2)
         self.coarsest = c = _power_of_two(coarsest, "coarsest", 2)
         if c > 4:
@@ -100,9 +137,21 @@ class Hierarchy:
         h = s0 // 2
         while h >= 1:
             a = (x % (2 * h) == h) & (y % (2 * h) == h)
-            b = ((x % (2 * h) == h) & (y % (2 * h) == 0)) | ((x % (2 * h) == 0) & (y % (2 * h) == h))
-            levels.append(self._level(len(levels), "diagonal", h, a, x, y, _DIAGONAL))
-            levels.append(self._level(len(levels), "axial", h, b, x, y, _AXIAL))
+            bx = (x % (2 * h) == h) & (y % (2 * h) == 0)
+            by = (x % (2 * h) == 0) & (y % (2 * h) == h)
+            if scheme == "seed001":
+                levels.append(self._level(len(levels), "diagonal", h, a, x, y, _DIAGONAL))
+                levels.append(self._level(len(levels), "axial", h, bx | by, x, y, _AXIAL))
+            else:
+                even = ((x // (2 * h) + y // (2 * h)) % 2) == 0
+                levels.append(self._level(len(levels), "diagonal-a", h, a & even, x, y, _DIAGONAL))
+                if h == 1:
+                    levels.append(self._level(len(levels), "decimated", h, a & ~even, x, y, _AXIAL))
+                    levels.append(self._level(len(levels), "axial", h, bx | by, x, y, _AXIAL))
+                else:
+                    levels.append(self._level(len(levels), "diagonal-b", h, a & ~even, x, y, _DIAGONAL))
+                    levels.append(self._level(len(levels), "axial-x", h, bx, x, y, _AXIAL))
+                    levels.append(self._level(len(levels), "axial-y", h, by, x, y, _AXIAL))
             h //= 2
         self.levels: tuple[Level, ...] = tuple(levels)
         lev = np.full((L, L), -1, dtype=np.int64)
@@ -118,17 +167,21 @@ class Hierarchy:
         sites = (xs * L + ys).astype(np.int64)
         order = np.argsort(sites)
         xs, ys, sites = xs[order], ys[order], sites[order]
-        nb = None
+        nb = second = None
         if offsets is not None:
             nb = np.stack([((xs + dx * h) % L) * L + (ys + dy * h) % L for dx, dy in offsets], axis=1).astype(np.int64)
-        return Level(index, kind, h, L, sites, nb, np.stack([xs // h, ys // h], axis=1).astype(np.int64))
+        if kind == "decimated":  # the other three neighbours of each axial neighbour (x+dx, y+dy)
+            second = np.stack([np.stack([((xs + dx + ex) % L) * L + (ys + dy + ey) % L
+                                         for ex, ey in _AXIAL if (ex, ey) != (-dx, -dy)], axis=1)
+                               for dx, dy in offsets], axis=1).astype(np.int64)
+        return Level(index, kind, h, L, sites, nb, np.stack([xs // h, ys // h], axis=1).astype(np.int64), second)
 
     @property
     def n_levels(self) -> int:
         return len(self.levels)
 
     def __repr__(self) -> str:
-        return f"Hierarchy(size={self.size}, coarsest={self.coarsest}, levels={self.n_levels})"
+        return f"Hierarchy(size={self.size}, coarsest={self.coarsest}, scheme={self.scheme!r}, levels={self.n_levels})"
 
     def describe(self) -> str:
         return "\n".join(lv.describe() for lv in self.levels)
@@ -159,14 +212,21 @@ class Hierarchy:
         The recursion (seed 001 eq. 37; Maris & Kadanoff, Am. J. Phys. 46, 652 (1978)) maps the
         coupling of a lattice to that of its 45-degree rotated, sqrt(2)-times coarser decimated
         lattice. Level l's entry is the coupling of the lattice the level completes, so the last
-        (exact heat-bath) level gets ``beta`` and each coarser level one more application.
+        (exact heat-bath) level gets ``beta`` and each coarser level one more application. In the
+        ``"split"`` scheme both sub-levels of a seed-001 level get its coupling (the exact
+        ``"decimated"`` level: ``beta``, which it uses in its ``cosh`` factors).
         """
         beta = float(beta)
         if not np.isfinite(beta) or beta <= 0:
             raise ValueError(f"beta must be positive and finite, got {beta}")
         K = np.empty(self.n_levels)
         k = beta
+        previous = None
         for l in range(self.n_levels - 1, -1, -1):
-            K[l] = k
-            k = 0.375 * np.log(np.cosh(4.0 * k))
+            lv = self.levels[l]
+            group = (lv.grid, lv.base_kind)
+            if previous is not None and group != previous:
+                k = 0.375 * np.log(np.cosh(4.0 * k))
+            K[l] = beta if lv.kind == "decimated" else k
+            previous = group
         return K

@@ -5,15 +5,17 @@ A model is a directory ``<name>/`` holding ``manifest.json`` and the network fil
 card). The manifest (``"format": "isingcore-multilevel-1"``)::
 
     {"format": "isingcore-multilevel-1", "name": "...", "size": L, "beta": beta, "coarsest": c,
-     "coarsest_couplings": [K_nn, K_nnn],
+     "coarsest_couplings": [K_nn, K_nnn], "scheme": "seed001" | "split",
      "levels": [{"index": 1, "kind": "diagonal", "grid": h, "coupling": K, "network": "level01.onnx"},
                 ...,
                 {"index": last, "kind": "axial", "grid": 1, "coupling": beta, "network": null}],
      "training": {...}}
 
 A level with ``"network": null`` is a heat-bath level with its ``coupling``; the last level must be
-the exact heat bath (``network`` null, ``coupling`` = beta). Every level from 1 to the last is
-listed with the kind and grid of :class:`~isingcore.multilevel.hierarchy.Hierarchy`.
+the exact heat bath (``network`` null, ``coupling`` = beta), and so must a ``"decimated"`` level of
+the ``"split"`` scheme (its exact conditional). Every level from 1 to the last is listed with the
+kind and grid of :class:`~isingcore.multilevel.hierarchy.Hierarchy` of the manifest's ``scheme``
+(absent: ``"seed001"``, the only scheme of the first models).
 
 Network contract (opset >= 13, float32): input ``"embedded"`` of shape ``(B, 2, n + 2r, n + 2r)``,
 the level's embedded coarser spins (:meth:`Hierarchy.embed`: channel 0 spins, 0 where unsampled;
@@ -90,13 +92,14 @@ class MultilevelModel:
     beta: float
     coarsest: int
     coarsest_couplings: tuple
+    scheme: str
     couplings: np.ndarray = dataclasses.field(repr=False)
     networks: dict = dataclasses.field(repr=False)
     manifest: dict = dataclasses.field(repr=False)
 
     def summary(self) -> dict:
         tr = self.manifest.get("training", {})
-        return {"name": self.name, "size": self.size, "beta": self.beta, "coarsest": self.coarsest,
+        return {"name": self.name, "size": self.size, "beta": self.beta, "coarsest": self.coarsest, "scheme": self.scheme,
                 "learned_levels": sorted(self.networks), "levels": len(self.couplings),
                 "ess": tr.get("ess"), "training_seconds": tr.get("wall_seconds")}
 
@@ -158,10 +161,11 @@ def load_model(name_or_path) -> MultilevelModel:
         size, beta, c = int(man["size"]), float(man["beta"]), int(man["coarsest"])
         cc = tuple(float(v) for v in man["coarsest_couplings"])
         levels = man["levels"]
+        scheme = str(man.get("scheme", "seed001"))
     except (KeyError, TypeError, ValueError) as exc:
         raise MultilevelModelError(f"{where}: missing or malformed field ({exc})") from exc
     try:
-        H = Hierarchy(size, c)
+        H = Hierarchy(size, c, scheme)
     except (TypeError, ValueError) as exc:
         raise MultilevelModelError(f"{where}: {exc}") from exc
     if len(cc) != 2:
@@ -176,6 +180,9 @@ def load_model(name_or_path) -> MultilevelModel:
             raise MultilevelModelError(f"{where}: level {lv.index} is {entry.get('kind')}/grid {entry.get('grid')}, "
                                        f"the hierarchy says {lv.kind}/grid {lv.grid}")
         couplings[lv.index] = float(entry.get("coupling", math.nan))
+        if lv.kind == "decimated" and (entry.get("network") or not math.isclose(couplings[lv.index], beta, rel_tol=1e-12)):
+            raise MultilevelModelError(f"{where}: level {lv.index} is the exact decimated conditional: no network, "
+                                       f"coupling beta={beta}")
         if entry.get("network"):
             f = os.path.join(directory, entry["network"])
             try:
@@ -202,7 +209,7 @@ def load_model(name_or_path) -> MultilevelModel:
     if H.n_levels > 1 and (last in networks or not math.isclose(couplings[last], beta, rel_tol=1e-12)):
         raise MultilevelModelError(f"{where}: the last level must be the exact heat bath with coupling beta={beta}")
     return MultilevelModel(str(man.get("name", os.path.basename(directory))), directory, size, beta, c, cc,
-                           couplings, networks, man)
+                           scheme, couplings, networks, man)
 
 
 def list_models(directory: str | None = None) -> list[dict]:
@@ -222,15 +229,16 @@ def list_models(directory: str | None = None) -> list[dict]:
 
 
 def write_manifest(directory: str, *, name: str, size: int, beta: float, coarsest: int, coarsest_couplings,
-                   couplings, networks: dict | None = None, training: dict | None = None) -> str:
+                   couplings, networks: dict | None = None, training: dict | None = None,
+                   scheme: str = "seed001") -> str:
     """Write ``manifest.json`` for a model (``networks``: level index -> file name in ``directory``)."""
-    H = Hierarchy(size, coarsest)
+    H = Hierarchy(size, coarsest, scheme)
     networks = networks or {}
     couplings = [float(k) for k in couplings]
     if len(couplings) != H.n_levels:
         raise ValueError(f"couplings must have {H.n_levels} entries (one per level), got {len(couplings)}")
     man = {"format": FORMAT, "name": name, "size": int(size), "beta": float(beta), "coarsest": int(coarsest),
-           "coarsest_couplings": [float(v) for v in coarsest_couplings],
+           "coarsest_couplings": [float(v) for v in coarsest_couplings], "scheme": scheme,
            "levels": [{"index": lv.index, "kind": lv.kind, "grid": lv.grid, "coupling": couplings[lv.index],
                        "network": networks.get(lv.index)} for lv in H.levels[1:]],
            "training": training or {}}

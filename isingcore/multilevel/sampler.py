@@ -84,6 +84,52 @@ class HeatBathLevel:
                 xp.take(xp.asarray(self.logp_dn), idx, axis=0))
 
 
+def decimated_log_odds(beta: float) -> np.ndarray:
+    """``f(S) = ln cosh(beta (S + 1)) - ln cosh(beta (S - 1))`` for ``S = -3, -1, 1, 3`` (index ``(S + 3) // 2``).
+
+    The log-odds of a ``"decimated"`` site is ``sum_a f(S_a)`` over its four summed-out axial
+    neighbours (:mod:`.hierarchy`). The table is odd exactly (``f(-S) = -f(S)`` bit for bit), so
+    the summed log-odds of a flipped configuration is the exact negative.
+    """
+    beta = float(beta)
+    lc = lambda z: z + np.log1p(np.exp(-2.0 * z)) - math.log(2.0)  # ln cosh z for z >= 0
+    pos = np.array([lc(beta * 2.0) - lc(0.0), lc(beta * 4.0) - lc(beta * 2.0)])  # S = 1, 3
+    return np.array([-pos[1], -pos[0], pos[0], pos[1]])
+
+
+class DecimatedLevel:
+    """The exact conditional of a ``"decimated"`` level: ``a_v = sum_{a nb v} f(S_a)`` (:func:`decimated_log_odds`).
+
+    The four ``S_a`` take 4**4 value combinations; the thresholds of all of them are tabulated, the
+    sum always taken in neighbour order, so Z2 holds bit for bit.
+    """
+
+    network = None
+
+    def __init__(self, level, beta: float):
+        self.level = level
+        self.coupling = float(beta)
+        f = decimated_log_odds(beta)
+        d = np.arange(256)
+        digits = [(d >> (2 * j)) & 3 for j in range(4)]  # digit j: (S_j + 3) // 2
+        a = f[digits[0]] + f[digits[1]] + f[digits[2]] + f[digits[3]]
+        self.T = logit_thresholds(a)
+        self.logp_up, self.logp_dn = realised_log_probabilities(self.T)
+
+    def thresholds(self, sm, xp):
+        """As :meth:`HeatBathLevel.thresholds`."""
+        sec = self.level.second_neighbours
+        idx = None
+        for j in range(4):
+            S = xp.take(sm, xp.asarray(sec[:, j, 0]), axis=0)  # int8
+            for k in (1, 2):
+                S = S + xp.take(sm, xp.asarray(sec[:, j, k]), axis=0)
+            dig = xp.astype((S + 3) // 2, xp.int64) * (4 ** j)
+            idx = dig if idx is None else idx + dig
+        return (xp.take(xp.asarray(self.T), idx, axis=0), xp.take(xp.asarray(self.logp_up), idx, axis=0),
+                xp.take(xp.asarray(self.logp_dn), idx, axis=0))
+
+
 class NetworkLevel:
     """A trained conditional: an ONNX network maps the embedded coarser spins to log-odds."""
 
@@ -118,11 +164,12 @@ class MultilevelSampler:
     ``couplings``, one per level, the last being ``beta``), coarsest level Boltzmann with
     ``coarsest_couplings = (K_nn, K_nnn)`` (default: its Maris-Kadanoff coupling). ``model`` is a
     :class:`isingcore.multilevel.models.MultilevelModel` or the name/path of one; it fixes size,
-    beta and every level.
+    beta, the hierarchy ``scheme`` and every level. ``scheme``: ``"seed001"`` (default) or
+    ``"split"`` (:mod:`.hierarchy`; its ``"decimated"`` level is always exact).
     """
 
     def __init__(self, size: int | None = None, beta: float | None = None, *, model=None, coarsest: int = 4,
-                 couplings=None, coarsest_couplings=None, backend: str = "numpy"):
+                 couplings=None, coarsest_couplings=None, backend: str = "numpy", scheme: str = "seed001"):
         if backend not in ("numpy", "cupy"):
             raise ValueError(f"backend={backend!r}: the multilevel sampler runs on 'numpy' or 'cupy'")
         self.backend = backend
@@ -135,7 +182,7 @@ class MultilevelSampler:
                 raise ValueError(f"size={size} does not match the model {model.name!r} (trained for size={model.size})")
             if beta is not None and not math.isclose(float(beta), model.beta, rel_tol=1e-12):
                 raise ValueError(f"beta={beta} does not match the model {model.name!r} (trained for beta={model.beta})")
-            size, beta, coarsest = model.size, model.beta, model.coarsest
+            size, beta, coarsest, scheme = model.size, model.beta, model.coarsest, model.scheme
             couplings, coarsest_couplings = model.couplings, model.coarsest_couplings
         if size is None or beta is None:
             raise ValueError("size and beta are required unless model is given")
@@ -144,7 +191,7 @@ class MultilevelSampler:
             raise ValueError(f"beta must be positive and finite, got {beta}")
         self.model = model
         self.beta = beta
-        self.hierarchy = H = Hierarchy(size, coarsest)
+        self.hierarchy = H = Hierarchy(size, coarsest, scheme)
         self.size = H.size
         if couplings is None:
             couplings = H.coupling_schedule(beta)
@@ -159,7 +206,12 @@ class MultilevelSampler:
         self.levels = []
         for lv in H.levels[1:]:
             net = model.networks.get(lv.index) if model is not None else None
-            if net is None:
+            if lv.kind == "decimated":
+                if not math.isclose(couplings[lv.index], beta, rel_tol=1e-12):
+                    raise ValueError(f"level {lv.index} is the exact decimated conditional: its coupling must be "
+                                     f"beta={beta}, got {couplings[lv.index]}")
+                self.levels.append(DecimatedLevel(lv, beta))
+            elif net is None:
                 self.levels.append(HeatBathLevel(lv, couplings[lv.index]))
             else:
                 self.levels.append(NetworkLevel(lv, H, net, backend))
@@ -167,7 +219,9 @@ class MultilevelSampler:
 
     @property
     def kind(self) -> str:
-        return "mlmc-hb" if self.model is None else f"model:{self.model.name}"
+        if self.model is not None:
+            return f"model:{self.model.name}"
+        return "mlmc-hb" if self.hierarchy.scheme == "seed001" else f"mlmc-hb-{self.hierarchy.scheme}"
 
     def __repr__(self) -> str:
         return f"MultilevelSampler(size={self.size}, beta={self.beta}, {self.kind}, levels={self.hierarchy.n_levels})"

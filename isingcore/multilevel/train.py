@@ -93,7 +93,7 @@ class OnnxCheckError(RuntimeError):
 def _stencil(kind: str) -> np.ndarray:
     """3x3 nearest-neighbour stencil of a level on its grid: diagonal (corners) or axial (cross)."""
     k = np.zeros((3, 3))
-    if kind == "diagonal":
+    if kind.startswith("diagonal"):
         k[0, 0] = k[0, 2] = k[2, 0] = k[2, 2] = 1.0
     else:
         k[0, 1] = k[2, 1] = k[1, 0] = k[1, 2] = 1.0
@@ -137,15 +137,17 @@ class ConditionalNet(torch.nn.Module):
 class MultilevelTorch(torch.nn.Module):
     """Differentiable multilevel sampler (see the module docstring) of an ``size x size`` torus at ``beta``."""
 
-    def __init__(self, size: int, beta: float, *, coarsest: int = 4, networks: bool = True, hidden: int = HIDDEN):
+    def __init__(self, size: int, beta: float, *, coarsest: int = 4, networks: bool = True, hidden: int = HIDDEN,
+                 scheme: str = "seed001"):
         super().__init__()
-        self.hierarchy = H = Hierarchy(size, coarsest)
+        self.hierarchy = H = Hierarchy(size, coarsest, scheme)
         self.size, self.beta, self.coarsest, self.networks = H.size, float(beta), H.coarsest, bool(networks)
-        self.hidden = hidden
+        self.hidden, self.scheme = hidden, H.scheme
         K = H.coupling_schedule(beta)
         self.coarsest_K = torch.nn.Parameter(torch.tensor([K[0], 0.0], dtype=torch.float64))
         self.last = H.n_levels - 1
-        self.learned = list(range(1, self.last))
+        self.exact = [lv.index for lv in H.levels[1:] if lv.kind == "decimated"] + [self.last]
+        self.learned = [l for l in range(1, self.last) if l not in self.exact]
         self.K = torch.nn.ParameterDict({str(l): torch.nn.Parameter(torch.tensor(float(K[l]), dtype=torch.float64))
                                          for l in self.learned})
         self.nets = torch.nn.ModuleDict({str(l): ConditionalNet(hidden) for l in self.learned} if networks else {})
@@ -156,6 +158,11 @@ class MultilevelTorch(torch.nn.Module):
         self._idx = {}
         for lv in H.levels:
             d = {"sites": torch.from_numpy(lv.sites)}
+            if lv.kind == "decimated":
+                from .sampler import decimated_log_odds
+
+                d["second"] = torch.from_numpy(lv.second_neighbours.reshape(-1))
+                d["f"] = torch.from_numpy(decimated_log_odds(beta))
             if lv.index > 0:
                 d["nb"] = torch.from_numpy(lv.neighbours.reshape(-1))
                 gx, gy = lv.grid_xy[:, 0], lv.grid_xy[:, 1]
@@ -180,7 +187,7 @@ class MultilevelTorch(torch.nn.Module):
         from .models import load_model
 
         mm = load_model(directory)
-        model = cls(mm.size, mm.beta, coarsest=mm.coarsest, networks=bool(mm.networks))
+        model = cls(mm.size, mm.beta, coarsest=mm.coarsest, networks=bool(mm.networks), scheme=mm.scheme)
         with torch.no_grad():
             model.coarsest_K.copy_(torch.tensor(mm.coarsest_couplings, dtype=torch.float64))
             for l in model.learned:
@@ -202,7 +209,7 @@ class MultilevelTorch(torch.nn.Module):
         K[0] = float(self.coarsest_K[0].detach())
         for l in self.learned:
             K[l] = float(self.K[str(l)].detach())
-        K[self.last] = self.beta
+        K[self.exact] = self.beta
         return K
 
     def coupling_parameters(self):
@@ -218,6 +225,9 @@ class MultilevelTorch(torch.nn.Module):
         d = self._idx[l]
         lv = self.hierarchy.levels[l]
         B = spins.shape[0]
+        if lv.kind == "decimated":  # exact: sum over the four summed-out axial neighbours of f(S_a)
+            S = spins[:, d["second"]].reshape(B, -1, 4, 3).sum(3)
+            return d["f"][((S + 3) / 2).long()].sum(2)
         nbsum = spins[:, d["nb"]].reshape(B, -1, 4).sum(2).double()
         K = self.beta if l == self.last else self.K[str(l)]
         a = 2.0 * K * nbsum
@@ -327,26 +337,35 @@ def train_stage(model: MultilevelTorch, *, steps: int, batch: int, lr: float = 1
                       wall_seconds=time.perf_counter() - t0, history=hist)
 
 
-def transfer(old: MultilevelTorch, size: int) -> MultilevelTorch:
-    """A model for ``size`` (> old.size, same beta and coarsest) initialised from ``old`` (seed 001 app. E.1).
+def transfer(old: MultilevelTorch, size: int, scheme: str | None = None) -> MultilevelTorch:
+    """A model for ``size`` (and ``scheme``, default the old one) initialised from ``old`` (seed 001 app. E.1).
 
-    Level ``k`` of the new model gets level ``k`` of the old one (K and network) for every learned
-    old level; the new finest learned (diagonal) level gets the old finest learned diagonal level;
-    the new axial level above it gets the old finest learned axial level if there is one. Everything
-    else keeps the fresh initialisation (Maris-Kadanoff K, zero output layer).
+    Scale invariance pairs levels by the side ``n = L / h`` of the grid they live on: with the
+    coarsest lattice fixed, level ``k`` of the new model plays the role of level ``k`` of the old
+    one. Each learned level of the new model gets the coupling and network of the old learned level
+    with (1) the same grid side and kind, else (2) the same grid side and seed-001 kind (diagonal or
+    axial: this converts a ``"seed001"`` model into a ``"split"`` one of the same size), else (3)
+    the finest old learned level of the same kind, else of the same seed-001 kind. Everything else
+    keeps the fresh initialisation (Maris-Kadanoff K, zero output layer).
     """
-    new = MultilevelTorch(size, old.beta, coarsest=old.coarsest, networks=old.networks, hidden=old.hidden)
-    if new.hierarchy.n_levels <= old.hierarchy.n_levels:
-        raise ValueError(f"transfer goes to a larger lattice, got {old.size} -> {size}")
-    mapping = {k: k for k in old.learned}
-    kinds_old = {lv.index: lv.kind for lv in old.hierarchy.levels}
-    fd_new, fa_new = new.last - 1, new.last - 2
-    old_diag = [k for k in old.learned if kinds_old[k] == "diagonal"]
-    old_ax = [k for k in old.learned if kinds_old[k] == "axial"]
-    if old_diag:
-        mapping[fd_new] = old_diag[-1]
-    if old_ax and fa_new >= 1:
-        mapping[fa_new] = old_ax[-1]
+    scheme = scheme or old.scheme
+    new = MultilevelTorch(size, old.beta, coarsest=old.coarsest, networks=old.networks, hidden=old.hidden,
+                          scheme=scheme)
+    if size < old.size or (size == old.size and scheme == old.scheme):
+        raise ValueError(f"transfer goes to a larger lattice or another scheme, got {old.size} -> {size} "
+                         f"({old.scheme} -> {scheme})")
+    lo, ln = old.hierarchy.levels, new.hierarchy.levels
+    mapping = {}
+    for k in new.learned:
+        nl = ln[k]
+        for pick in (lambda j: lo[j].grid_size == nl.grid_size and lo[j].kind == nl.kind,
+                     lambda j: lo[j].grid_size == nl.grid_size and lo[j].base_kind == nl.base_kind,
+                     lambda j: lo[j].kind == nl.kind,
+                     lambda j: lo[j].base_kind == nl.base_kind):
+            cands = [j for j in old.learned if pick(j)]
+            if cands:
+                mapping[k] = cands[-1]
+                break
     with torch.no_grad():
         new.coarsest_K.copy_(old.coarsest_K)
         for k_new, k_old in mapping.items():
@@ -526,7 +545,7 @@ def export_model(model: MultilevelTorch, directory: str, *, name: str, training:
     training = dict(training)
     if diffs:
         training["onnx_max_abs_diff"] = max(diffs.values())
-    kw = {"name": name, "size": model.size, "beta": model.beta, "coarsest": model.coarsest,
+    kw = {"name": name, "size": model.size, "beta": model.beta, "coarsest": model.coarsest, "scheme": model.scheme,
           "coarsest_couplings": [float(v) for v in model.coarsest_K.detach()], "couplings": model.couplings(),
           "networks": files}
     write_manifest(directory, training=training, **kw)
