@@ -27,7 +27,10 @@ provenance). Example::
 Crash safety (details and the evidence in ``docs/FORMAT.md``): the writer keeps the file in
 HDF5 single-writer/multiple-reader (SWMR) mode, whose ordered metadata writes keep the file
 readable whenever the writer process dies, and publishes a new configuration count in
-``/committed`` only after the data it covers has been flushed. :meth:`EnsembleWriter.resume`
+``/committed`` only after the data it covers has been flushed. The 1-d series carry no checksum
+filter: their partly filled chunk is rewritten in place by every append, and a checksum would let a
+write torn by the kill (a page boundary) spoil the committed rows in it (older files that have one
+are read and recovered around such a chunk). :meth:`EnsembleWriter.resume`
 continues a file after a clean close in place, and after a crash by first copying its
 committed prefix into a fresh file that atomically replaces the old one.
 """
@@ -118,6 +121,13 @@ _OBS_DESCRIPTIONS = {
     "magnetization": "signed magnetization per site, M/N = sum s / N",
 }
 _SERIES_CHUNK = 256  # elements per chunk of the 1-D series
+# Storage filters of the 1-D series: none. A series chunk that holds committed rows is rewritten in
+# place by every later append into it (HDF5 writes whole chunks), and SIGKILL can tear a write at a
+# page boundary (the kernel stops a pwrite between pages when a fatal signal arrives). Without a
+# checksum, a torn write changes only bytes past the commit count (the committed bytes are rewritten
+# with the values they already hold); with Fletcher-32 (what older writers put on the series) the
+# whole chunk, committed rows included, fails its checksum. See _read_series for those files.
+_SERIES_FILTERS: dict[str, Any] = {}
 _LIBVER = ("v110", "v110")  # superblock v3: needed for SWMR; readable by HDF5 >= 1.10
 _SUPERBLOCK_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _SB_WRITE_ACCESS = 0x01  # file consistency flags of superblock versions >= 3
@@ -714,15 +724,72 @@ def _check_parts(path: str, raw: dict, datasets: dict) -> None:
             )
 
 
+def _checksum_only(ds: h5py.Dataset) -> bool:
+    """Whether a 1-d chunked dataset's only filter is Fletcher-32 (the series of older writers)."""
+    if ds.ndim != 1 or ds.chunks is None or ds.is_virtual:
+        return False
+    dcpl = ds.id.get_create_plist()
+    return dcpl.get_nfilters() == 1 and dcpl.get_filter(0)[0] == h5py.h5z.FILTER_FLETCHER32
+
+
+def _boundary_chunk(ds: h5py.Dataset, n: int) -> tuple[int, np.ndarray]:
+    """Rows of the chunk that holds row ``n - 1``, decoded from its raw bytes without the checksum.
+
+    Only for :func:`_checksum_only` series (raw chunk = the uncompressed values + 4 bytes of
+    Fletcher-32). Returns (first row of the chunk, its values).
+    """
+    (size,) = ds.chunks
+    first = (n - 1) // size * size
+    mask, raw = ds.id.read_direct_chunk((first,))
+    nbytes = size * ds.dtype.itemsize
+    if mask != 0 or len(raw) != nbytes + 4:
+        raise OSError(f"unexpected raw chunk (filter mask {mask}, {len(raw)} bytes, expected {nbytes + 4})")
+    return first, np.frombuffer(raw, dtype=ds.dtype, count=size).astype(ds.dtype.newbyteorder("="))
+
+
+def _read_series(ds: h5py.Dataset, index: int | slice, n: int) -> np.ndarray:
+    """``ds[index]`` of a 1-d series for rows below the committed count ``n``.
+
+    Files of older writers have Fletcher-32 on the series (see ``_SERIES_FILTERS``). There, a
+    writer killed while it rewrote the chunk that holds the last committed rows (every append
+    into a partly filled chunk rewrites it in place) can leave that chunk torn: its committed
+    bytes are intact (they were rewritten with the values they held), the bytes after them and
+    the checksum are a mix of the old and the new write, and HDF5 refuses the whole chunk. Only
+    for that one chunk, the chunk holding row ``n - 1``, the committed rows are then decoded
+    from the raw chunk without the checksum; a failing read anywhere else is raised. (A torn
+    chunk is only possible while it holds uncommitted rows, so no other chunk can be torn.)
+    """
+    try:
+        return ds[index]
+    except (OSError, RuntimeError) as exc:
+        if n <= 0 or not _checksum_only(ds):
+            raise
+        scalar = not isinstance(index, slice)
+        if not scalar and index.step not in (None, 1):
+            raise
+        start, stop = (int(index), int(index) + 1) if scalar else index.indices(n)[:2]
+        first = (n - 1) // ds.chunks[0] * ds.chunks[0]
+        if stop <= first or stop > n:
+            raise
+        head = ds[start:first] if start < first else np.zeros(0, dtype=ds.dtype)
+        try:
+            _, rows = _boundary_chunk(ds, n)
+        except (OSError, RuntimeError, ValueError):
+            raise exc from None
+        out = np.concatenate([head, rows[max(start, first) - first : stop - first]]).astype(ds.dtype)
+        return out[0] if scalar else out
+
+
 def _check_tail(f: h5py.File, n: int, path: str) -> None:
     """Read the last committed row of every dataset (catches truncation and chunk damage early)."""
     if n == 0:
         return
     try:
-        for name in ("spins", "chain", "step"):
-            f[name][n - 1]
+        f["spins"][n - 1]
+        for name in ("chain", "step"):
+            _read_series(f[name], n - 1, n)
         for ds in f["observables"].values():
-            ds[n - 1]
+            _read_series(ds, n - 1, n)
     except (OSError, RuntimeError, ValueError) as exc:
         raise EnsembleFormatError(
             f"{path}: the last committed configuration ({n - 1}) cannot be read; the file is truncated "
@@ -748,7 +815,7 @@ def _create_layout(
     sp.attrs["description"] = (
         "spin configurations, bit-packed along the last axis; see the root attribute spin_encoding"
     )
-    series = dict(maxshape=(None,), chunks=(_SERIES_CHUNK,), fletcher32=True)
+    series = dict(maxshape=(None,), chunks=(_SERIES_CHUNK,), **_SERIES_FILTERS)
     ch = f.create_dataset("chain", shape=(n,), dtype=np.int32, **series)
     ch.attrs["description"] = "index of the chain (RNG stream) that produced each configuration"
     st = f.create_dataset("step", shape=(n,), dtype=np.int64, **series)
@@ -819,8 +886,8 @@ class EnsembleWriter:
         block = 1 << 20
         for a in range(0, header.n, block):
             b = min(a + block, header.n)
-            ch = self._chain[a:b].astype(np.int64)
-            st = self._step[a:b]
+            ch = _read_series(self._chain, slice(a, b), header.n).astype(np.int64)
+            st = _read_series(self._step, slice(a, b), header.n)
             rev_chains, rev_first = np.unique(ch[::-1], return_index=True)
             counts = np.unique(ch, return_counts=True)[1]
             for c, r, k in zip(rev_chains.tolist(), rev_first.tolist(), counts.tolist()):
@@ -1236,7 +1303,7 @@ def _recover(path: str, old_fd: int) -> int:
             names = ["chain", "step"] + [f"observables/{k}" for k in header.observables]
             for name in names:
                 for a in range(0, n, block):
-                    dst[name][a : min(n, a + block)] = src[name][a : min(n, a + block)]
+                    dst[name][a : min(n, a + block)] = _read_series(src[name], slice(a, min(n, a + block)), n)
             dst["committed"][()] = np.int64(n)
         os.fsync(fd)
         os.replace(tmp, path)
@@ -1358,7 +1425,9 @@ class Ensemble:
     def _read(self, name: str, index) -> np.ndarray:
         self._check_open()
         try:
-            return self._f[name][index]
+            if name == "spins":
+                return self._f[name][index]
+            return _read_series(self._f[name], index, self._n)
         except (OSError, RuntimeError) as exc:
             raise EnsembleFormatError(
                 f"{self.path}: cannot read /{name}[{index}]: the file is corrupted or truncated. HDF5 says: {exc}"
