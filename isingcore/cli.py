@@ -12,6 +12,8 @@ Subcommands::
     isingcore upscale --model NAME|PATH --seed-size 512 --stages 3 --refine 25 --configs N --seed S \
                       --out FILE.h5 [--png FILE.png] [--backend numpy|cupy] [--band-rows R] [--progress]
     isingcore upscale ... --tile T [--workers N]  # tiled, out of core (isingcore.rg.tiled): a giant-lattice file
+    isingcore upscale ... --tile T --workers N --processes | --scheduler ADDRESS  # tiles on a Dask cluster
+    isingcore upscale ... --tile T --workers N --backend cupy  # one GPU per worker (dask_cuda.LocalCUDACluster)
 """
 
 from __future__ import annotations
@@ -120,7 +122,14 @@ def _add_upscale_args(p: argparse.ArgumentParser, defaults: dict) -> None:
                    help="tiled out-of-core path (Dask): fine tiles of T x T sites (a multiple of 8 and of the model's "
                         "scale b); --out is then a giant-lattice file (docs/FORMAT.md section 10) with one configuration")
     p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                   help="tiled path: N Dask threads computing tiles at once (default 1; alone it implies --tile 3456)")
+                   help="tiled path: N Dask threads computing tiles at once (default 1; alone it implies --tile 3456); "
+                        "with --processes N worker processes of a local Dask cluster, with --backend cupy one worker "
+                        "process per GPU (dask_cuda.LocalCUDACluster, the cuda extra)")
+    p.add_argument("--processes", action="store_true",
+                   help="tiled path: --workers N are the processes of a local dask.distributed cluster, not threads")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="tiled path: compute the tiles on the workers of an existing Dask cluster (they must see --out's "
+                        "directory); implies --tile 3456 unless given")
     p.add_argument("--sweeps-per-exchange", type=_positive_int, default=None, metavar="K",
                    help="tiled path: refinement sweeps between halo exchanges, halo 2K+1 (default: all that fit a tile)")
     p.add_argument("--backend", default="numpy", help="numpy or cupy")
@@ -403,22 +412,48 @@ def _cmd_upscale_tiled(args) -> int:
     if args.configs != 1:
         raise SystemExit(f"isingcore upscale: the tiled path (--tile/--workers) makes one configuration; got --configs "
                          f"{args.configs}")
-    if args.backend != "numpy":
-        raise SystemExit(f"isingcore upscale: the tiled path runs on the CPU; got --backend {args.backend}")
+    if args.backend not in ("numpy", "cupy"):
+        raise SystemExit(f"isingcore upscale: the tiled path runs on --backend numpy or cupy; got --backend {args.backend}")
+    if args.workers is not None and args.scheduler is not None:
+        raise SystemExit("isingcore upscale: --workers and --scheduler exclude each other (--workers starts a local "
+                         "cluster or threads)")
+    if args.processes and args.workers is None:
+        raise SystemExit("isingcore upscale: --processes needs --workers N (the number of worker processes)")
     if args.band_rows is not None:
         raise SystemExit("isingcore upscale: --band-rows belongs to the untiled path; drop it with --tile/--workers")
     model = load_model(args.model)
     tile = 3456 if args.tile is None else args.tile
     progress = _progress_enabled(args.progress)
     log = (lambda line: print(line, file=sys.stderr, flush=True))
+    # where the tiles run: threads here (default; --backend cupy without --workers: the GPU of this process), or a
+    # cluster: --scheduler, --workers N --processes (LocalCluster), --workers N --backend cupy (LocalCUDACluster)
+    distributed = args.scheduler is not None or (args.workers is not None and (args.processes or args.backend == "cupy"))
+    client = cluster = None
+    where = f"{args.workers or 1} thread(s)"
     try:
+        if distributed:
+            from .distributed import cluster_client, local_cluster_kind
+
+            kind = local_cluster_kind(args.workers, args.scheduler, args.backend)
+            client, cluster = cluster_client(args.workers, args.scheduler, backend=args.backend)
+            where = f"scheduler {args.scheduler}" if kind is None else f"{kind} of {args.workers} process(es)"
+        import numba
+
+        n_workers = args.workers or (len(client.scheduler_info(n_workers=-1)["workers"]) if client else 1)
+        tpt = max(1, numba.config.NUMBA_NUM_THREADS // n_workers) if cluster is not None else None
         summary = generate_tiled(model, seed_size=args.seed_size, stages=args.stages, out=args.out, tile=tile,
-                                 refine=args.refine, seed=args.seed, workers=args.workers or 1,
+                                 refine=args.refine, seed=args.seed, workers=n_workers,
                                  sweeps_per_exchange=args.sweeps_per_exchange, thermalize=args.thermalize,
-                                 overwrite=True, progress=progress, log=log,
+                                 overwrite=True, progress=progress, log=log, client=client, threads_per_tile=tpt,
+                                 backend=args.backend,
                                  extra_attrs={"command": " ".join(sys.argv[1:]) or "isingcore upscale"})
     except ValueError as exc:
         raise SystemExit(f"isingcore upscale: {exc}") from None
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
     with open_giant(args.out) as lat:
         obs = lattice_observables(lat, progress=progress)
         L = lat.shape[0]
@@ -434,7 +469,7 @@ def _cmd_upscale_tiled(args) -> int:
         return 0
     print(f"model {model.name} (scale {model.scale}, {model.output_kind}, beta={model.beta:.10g}); seed: "
           f"{'wolff' if args.seed_size > 1 else 'single spin'} at L0={args.seed_size}; tiles of {tile}, "
-          f"{args.workers or 1} worker(s); refine {args.refine}")
+          f"{where}; refine {args.refine}")
     print(f"{'stage':>5} {'L':>7} {'tiles':>6} {'m':>10} {'s':>9}")
     for st in summary["stages"]:
         print(f"{st['stage']:>5} {st['L']:>7} {st.get('tiles', 1):>6} {st['m']:>+10.6f} {st['seconds']:>9.1f}")
@@ -454,8 +489,10 @@ def cmd_upscale(args) -> int:
 
     if os.path.exists(args.out) and not args.overwrite:
         raise SystemExit(f"isingcore upscale: {args.out} exists; pass --overwrite to replace it")
-    if args.tile is not None or args.workers is not None:
+    if args.tile is not None or args.workers is not None or args.scheduler is not None:
         return _cmd_upscale_tiled(args)
+    if args.processes:
+        raise SystemExit("isingcore upscale: --processes belongs to the tiled path; add --tile T --workers N")
     if args.sweeps_per_exchange is not None:
         raise SystemExit("isingcore upscale: --sweeps-per-exchange belongs to the tiled path; add --tile T")
     model = load_model(args.model)

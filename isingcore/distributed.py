@@ -39,7 +39,8 @@ import re
 import sys
 import time
 
-__all__ = ["shard_path", "split_chains", "run_shard", "sample_distributed", "existing_shards"]
+__all__ = ["shard_path", "split_chains", "run_shard", "sample_distributed", "existing_shards", "cluster_client",
+           "local_cluster_kind"]
 
 OBSERVABLES = ["energy", "magnetization", "c10x", "c10y", "c11"]
 #: parameters that must agree between a shard file and the command that resumes it
@@ -139,19 +140,66 @@ def run_shard(spec: dict) -> dict:
                 seconds=time.perf_counter() - t0)
 
 
-def _client(workers: int | None, scheduler: str | None):
-    """(client, cluster or None): a LocalCluster of ``workers`` single-threaded processes, or the scheduler's."""
-    from distributed import Client, LocalCluster
+CUDA_EXTRA_HINT = "pip install 'isingcore[cuda]' (the cuda extra brings dask-cuda)"
 
+
+def local_cluster_kind(workers: int | None, scheduler: str | None, backend: str = "numpy") -> str | None:
+    """Which cluster :func:`cluster_client` starts: None (connect to ``scheduler``), "LocalCluster" or "LocalCUDACluster".
+
+    ``--backend cupy`` with ``--workers N`` needs one GPU per worker process, which is what
+    ``dask_cuda.LocalCUDACluster`` arranges (each worker sees its own device as device 0); a
+    missing dask-cuda is an error naming the options and the extra, never a silent CPU cluster
+    whose N workers would all share GPU 0.
+    """
     if scheduler is not None:
-        return Client(scheduler), None
+        return None
+    if backend == "cupy":
+        try:
+            import dask_cuda  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(f"--backend cupy with --workers {workers} runs one worker process per GPU on "
+                             f"dask_cuda.LocalCUDACluster, and dask-cuda is not importable here ({exc}); "
+                             f"{CUDA_EXTRA_HINT}, or drop --workers (one GPU in this process), or connect to a "
+                             "cluster of GPU workers with --scheduler ADDRESS") from None
+        return "LocalCUDACluster"
+    return "LocalCluster"
+
+
+def cluster_client(workers: int | None = None, scheduler: str | None = None, *, backend: str = "numpy"):
+    """(client, cluster or None): ``scheduler``'s cluster, or a local cluster of ``workers`` single-threaded processes.
+
+    The local cluster is a ``distributed.LocalCluster`` for the CPU backends and a
+    ``dask_cuda.LocalCUDACluster`` (one GPU per worker) for ``backend="cupy"``
+    (:func:`local_cluster_kind`). Create it under ``if __name__ == "__main__":`` in scripts.
+    """
     import logging
 
+    from distributed import Client
+
+    kind = local_cluster_kind(workers, scheduler, backend)
+    if kind is None:
+        return Client(scheduler), None
     # silence_logs: a worker's heartbeat racing the scheduler's shutdown logs a harmless CommClosedError traceback;
-    # errors of the shards themselves reach the client as exceptions of their futures
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.CRITICAL)
-    return Client(cluster), cluster
+    # errors of the tasks themselves reach the client as exceptions of their futures
+    kw = dict(n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=logging.CRITICAL)
+    if kind == "LocalCUDACluster":
+        from dask_cuda import LocalCUDACluster
+
+        cluster = LocalCUDACluster(**kw)
+    else:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(processes=True, **kw)
+    try:
+        return Client(cluster), cluster
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _client(workers: int | None, scheduler: str | None, backend: str = "numpy"):
+    """Kept for callers of the old name: :func:`cluster_client`."""
+    return cluster_client(workers, scheduler, backend=backend)
 
 
 def sample_distributed(args, *, overwrite: bool, resume: bool, progress: bool, log=print) -> str:
@@ -168,6 +216,7 @@ def sample_distributed(args, *, overwrite: bool, resume: bool, progress: bool, l
     if workers is not None and workers > args.chains:
         raise ValueError(f"--workers {workers} is more than --chains {args.chains}: every worker runs at least one "
                          "chain; use at most as many workers as chains")
+    local_cluster_kind(workers, scheduler, args.backend)  # a missing dask-cuda is reported before anything starts
     out = os.fspath(args.out)
     sim_kw = dict(size=args.size, beta=args.beta, algorithm=args.algorithm, seed=args.seed, backend=args.backend,
                   J=args.J, h=args.h)
@@ -192,7 +241,7 @@ def sample_distributed(args, *, overwrite: bool, resume: bool, progress: bool, l
     except ImportError as exc:
         raise SystemExit(f"isingcore sample --workers/--scheduler needs dask.distributed "
                          f"(pip install 'isingcore[dist]'): {exc}") from None
-    client, cluster = _client(workers, scheduler)
+    client, cluster = cluster_client(workers, scheduler, backend=args.backend)
     try:
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"]) if scheduler is not None else workers
         if resume and found:

@@ -9,6 +9,8 @@ the out-of-core pipeline (giant-lattice file) against :func:`isingcore.rg.upscal
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -166,3 +168,86 @@ def test_cli_upscale_tiled(untiled, tmp_path, capsys):
         with pytest.raises(SystemExit, match=msg):
             main(["upscale", "--model", MODEL, "--seed-size", "16", "--stages", "2", "--out", str(out), "--overwrite",
                   "--tile", "48", *extra])
+
+
+# ------------------------------------------------------------------------------------------
+# a real distributed cluster (worker processes): same bits, per-stage sums from the tasks
+# ------------------------------------------------------------------------------------------
+_DIST_WARNINGS = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+                  pytest.mark.filterwarnings(r"ignore:.*[Pp]ort.*:UserWarning")]
+
+
+@pytest.fixture(scope="module")
+def process_cluster():
+    """A LocalCluster of two single-threaded worker processes (module scope: started once)."""
+    pytest.importorskip("distributed")
+    import logging
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.CRITICAL) as cluster:
+        yield cluster
+
+
+def _assert_giant_equals(path, s1, s2):
+    with open_giant(str(path)) as g:
+        assert np.array_equal(g[:, :], s2)
+        assert g.ds.compression == "gzip" and g.ds.fletcher32
+    with open_giant(str(path), "stages/1") as g:
+        assert np.array_equal(np.asarray(g), s1) and g.lattice_attrs["stage"] == 1
+
+
+@_DIST_WARNINGS[0]
+@_DIST_WARNINGS[1]
+def test_generate_tiled_on_worker_processes_equals_untiled(model, untiled, tmp_path, process_cluster):
+    """16 -> 48 -> 144 on two worker processes: the untiled bits, the per-stage m, no scratch file left."""
+    from distributed import Client
+
+    _, s1, s2 = untiled
+    path = tmp_path / "giant.h5"
+    with Client(process_cluster) as client:
+        pids = set(client.run(os.getpid).values())
+        summary = T.generate_tiled(model, seed_size=16, stages=2, out=str(path), tile=24, refine=REFINE, seed=SEED,
+                                   thermalize=20, client=client, threads_per_tile=1)
+    assert len(pids) == 2 and os.getpid() not in pids  # the tiles really ran in other processes
+    _assert_giant_equals(path, s1, s2)
+    assert [s["L"] for s in summary["stages"]] == [16, 48, 144]
+    # the per-stage magnetisation: sums returned by the tasks (36 tiles at stage 2), exact
+    assert summary["stages"][1]["m"] == float(s1.sum()) / s1.size
+    assert summary["stages"][2]["m"] == float(s2.sum()) / s2.size and summary["stages"][2]["tiles"] == 36
+    assert sorted(os.listdir(tmp_path)) == ["giant.h5"]
+
+
+@_DIST_WARNINGS[0]
+@_DIST_WARNINGS[1]
+def test_cli_upscale_tiled_scheduler_and_process_workers(untiled, tmp_path, capsys, process_cluster):
+    """``isingcore upscale --tile T --scheduler ADDRESS`` and ``--workers N --processes``: the untiled bits."""
+    from isingcore.cli import main
+
+    _, s1, s2 = untiled
+    base = ["upscale", "--model", MODEL, "--seed-size", "16", "--stages", "2", "--refine", str(REFINE), "--seed",
+            str(SEED), "--thermalize", "20", "--progress", "off"]
+    a = tmp_path / "sched.h5"
+    assert main(base + ["--tile", "48", "--scheduler", process_cluster.scheduler_address, "--out", str(a)]) == 0
+    assert "scheduler tcp://" in capsys.readouterr().out
+    _assert_giant_equals(a, s1, s2)
+    b = tmp_path / "procs.h5"
+    assert main(base + ["--tile", "24", "--workers", "2", "--processes", "--out", str(b)]) == 0
+    assert "LocalCluster of 2 process(es)" in capsys.readouterr().out
+    _assert_giant_equals(b, s1, s2)
+    for extra, msg in ((["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "exclude"),
+                       (["--processes"], "--processes needs --workers")):
+        with pytest.raises(SystemExit, match=msg):
+            main(base + ["--tile", "48", "--out", str(tmp_path / "x.h5"), *extra])
+
+
+def test_threaded_stage_sum_is_a_reduction(model, untiled, tmp_path):
+    """The threaded path's per-stage m comes from the tiles' returned sums (many small tiles, 4 threads)."""
+    _, s1, s2 = untiled
+    path = tmp_path / "giant.h5"
+    summary = T.generate_tiled(model, seed_size=16, stages=2, out=str(path), tile=24, refine=REFINE, seed=SEED,
+                               workers=4, thermalize=20)
+    assert summary["stages"][1]["m"] == float(s1.sum()) / s1.size
+    assert summary["stages"][2]["m"] == float(s2.sum()) / s2.size
+    _assert_giant_equals(path, s1, s2)

@@ -37,8 +37,10 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
 import threading
 import time
+import zlib
 
 import numpy as np
 
@@ -117,29 +119,135 @@ def _check_lattice(shape, name):
         raise ValueError(f"{name} must be one lattice of shape (Lx, Ly), got shape {tuple(shape)}")
 
 
+TILE_BACKENDS = ("numpy", "cupy")
+
+
+def _check_tile_backend(backend: str) -> str:
+    if backend not in TILE_BACKENDS:
+        raise ValueError(f"backend={backend!r} is not known for tiles; allowed values: {', '.join(TILE_BACKENDS)}")
+    return backend
+
+
+def _session_backend(backend: str) -> str:
+    """onnxruntime's backend for tiles on ``backend`` (the CPU one under the CUDA simulator)."""
+    if backend == "cupy":
+        from ..backends.cuda._runtime import SIMULATOR
+
+        return "numpy" if SIMULATOR else "cupy"
+    return "numpy"
+
+
+def _tile_session(model, backend: str = "numpy"):
+    """A live onnxruntime session for tiles computed in this process."""
+    return model.session(_session_backend(_check_tile_backend(backend)))
+
+
+class _Session:
+    """A picklable stand-in for an onnxruntime session: each process opens its own on first use.
+
+    Tasks of a distributed cluster run in other processes, where a live ``InferenceSession`` cannot
+    be sent; this object carries the model (its ONNX bytes) and opens one session per process and
+    key, kept for the process's lifetime (the threads of one worker share it, as onnxruntime allows).
+    """
+
+    _live: dict = {}
+    _lock = threading.Lock()
+
+    def __init__(self, model, backend: str = "numpy", threads: int | None = None):
+        self.model, self.backend, self.threads = model, backend, threads
+        self.key = (model.name, len(model.data), zlib.crc32(model.data), backend, threads)
+
+    def _session(self):
+        s = _Session._live.get(self.key)
+        if s is None:
+            with _Session._lock:
+                s = _Session._live.get(self.key)
+                if s is None:
+                    s = _Session._live[self.key] = self.model.session(self.backend, threads=self.threads)
+        return s
+
+    def run(self, names, feeds):
+        return self._session().run(names, feeds)
+
+
+class _FileLattice:
+    """A picklable lazy reader of a packed lattice in a *closed* giant-lattice file: each read opens it.
+
+    What the tasks of stage ``t`` read on a distributed cluster (in any process that sees the path);
+    :class:`isingcore.giant.GiantLattice` holds an open ``h5py.File`` and cannot be sent.
+    """
+
+    def __init__(self, path: str, dataset: str = "spins"):
+        from .. import giant
+
+        self.path, self.dataset = os.path.abspath(path), dataset
+        with giant.GiantLattice(self.path, dataset) as lat:
+            self.shape = lat.shape
+        self.dtype = np.dtype(np.int8)
+        self.ndim = 2
+        self._token = f"{self.path}-{dataset}-{os.stat(self.path).st_mtime_ns}"
+
+    def __getitem__(self, key):
+        from .. import giant
+
+        with giant.GiantLattice(self.path, self.dataset) as lat:
+            return lat[key]
+
+    def to_dask(self, chunks):
+        import dask.array as da
+
+        return da.from_array(self, chunks=chunks, asarray=False, lock=False, name=f"giant-file-{self._token}",
+                             meta=np.empty((0, 0), np.int8))
+
+
 # ------------------------------------------------------------------------------------------
 # sampling
 # ------------------------------------------------------------------------------------------
-def _sample_block(block, block_id=None, *, offsets, halo, b, Lout, sess, kind, clamp, seed, stage, stream, threads):
-    from ..backends.numba_cpu import upscale as fast
+def _device_io(backend: str):
+    """(to_device, to_host, cuda kernels or None) for the tile functions: NumPy for "numpy"; CuPy and the
+    Numba-CUDA kernels for "cupy" (NumPy arrays into the same kernels under the CUDA simulator)."""
+    if backend == "numpy":
+        return np.ascontiguousarray, (lambda a: a), False
+    from ..backends.cuda._runtime import SIMULATOR
 
+    if SIMULATOR:
+        return np.ascontiguousarray, (lambda a: a), True
+    import cupy
+
+    return cupy.ascontiguousarray, (lambda a: a.get()), True
+
+
+def _sample_block(block, block_id=None, *, offsets, halo, b, Lout, sess, kind, clamp, seed, stage, stream, threads,
+                  backend="numpy"):
     i, j = block_id
     X0, Y0 = b * offsets[0][i], b * offsets[1][j]
     hc, wc = block.shape[0] - 2 * halo, block.shape[1] - 2 * halo
     field = _run_numpy(sess, np.ascontiguousarray(block, dtype=np.float32)[None, None], (1, 1, b * hc, b * wc))
     inner = np.ascontiguousarray(block[halo:halo + hc, halo:halo + wc])[None]
-    out = np.empty((1, b * hc, b * wc), np.int8)
-    with _numba_threads(threads):
-        bad = fast.sample_rows(field[:, 0], inner, out, n0=0, x0=0, skip=0, b=b, kind=kind, clamp=clamp, seed=seed,
-                               streams=np.array([stream], np.uint32), step=stage, purpose=int(rng.Purpose.UPSCALE),
-                               offset=(X0, Y0), global_ly=Lout)
+    kw = dict(n0=0, x0=0, skip=0, b=b, kind=kind, clamp=clamp, seed=seed, step=stage, purpose=int(rng.Purpose.UPSCALE),
+              offset=(X0, Y0), global_ly=Lout)
+    to_dev, to_host, gpu = _device_io(backend)
+    if gpu:  # the Numba-CUDA kernel on the tile (global offsets), host arrays in and out of the task
+        from ..backends.cuda import upscale as cu
+
+        out = to_dev(np.empty((1, b * hc, b * wc), np.int8))
+        bad = to_dev(np.zeros(1, np.int64))
+        cu.sample_rows(to_dev(field[:, 0]), to_dev(inner), out, streams=to_dev(np.array([stream], np.uint32)), bad=bad,
+                       **kw)
+        out, bad = to_host(out), int(to_host(bad)[0])
+    else:
+        from ..backends.numba_cpu import upscale as fast
+
+        out = np.empty((1, b * hc, b * wc), np.int8)
+        with _numba_threads(threads):
+            bad = fast.sample_rows(field[:, 0], inner, out, streams=np.array([stream], np.uint32), **kw)
     if bad:
         raise ValueError(f"the model produced {bad} non-finite field values at stage {stage} (tile at {X0}, {Y0})")
     return out[0]
 
 
 def sample_stage_tiled(coarse, model, *, seed: int, stage: int, tile, stream: int = 0, threads_per_tile=None,
-                       session=None):
+                       session=None, backend: str = "numpy"):
     """Field + sampling of one stage as a lazy ``dask.array`` (int8, fine tiles of ``tile`` sites).
 
     ``coarse``: one lattice ``(Lx, Ly)``: NumPy, ``dask.array`` or :class:`isingcore.giant.GiantLattice`.
@@ -162,28 +270,37 @@ def sample_stage_tiled(coarse, model, *, seed: int, stage: int, tile, stream: in
     if b * shape[0] * Lout > 1 << 34:
         raise ValueError(f"the fine lattice {b * shape[0]}x{Lout} has more than 2**34 sites")
     c = _as_dask(coarse, chunks)
-    sess = session if session is not None else model.session("numpy")
+    sess = session if session is not None else _tile_session(model, backend)
     fine_chunks = tuple(tuple(b * v for v in cc) for cc in chunks)
     return c.map_overlap(_sample_block, depth=halo, boundary="periodic", trim=False, allow_rechunk=False,
                          chunks=fine_chunks, dtype=np.int8, meta=np.empty((0, 0), np.int8),
                          offsets=_offsets(chunks), halo=halo, b=b, Lout=Lout, sess=sess,
                          kind=KINDS[model.output_kind], clamp=float(model.clamp or 0.0), seed=seed, stage=stage,
-                         stream=stream, threads=threads_per_tile)
+                         stream=stream, threads=threads_per_tile, backend=_check_tile_backend(backend))
 
 
 # ------------------------------------------------------------------------------------------
 # refinement
 # ------------------------------------------------------------------------------------------
-def _refine_block(block, block_id=None, *, offsets, H, gshape, sweeps, step, thr, seed, stream, threads):
-    from ..backends.numba_cpu.local import checkerboard_sweeps
-
+def _refine_block(block, block_id=None, *, offsets, H, gshape, sweeps, step, thr, seed, stream, threads,
+                  backend="numpy"):
     i, j = block_id
     t = np.array(block, dtype=np.int8, copy=True)
     work = t[None] if t.shape[1] % 2 == 0 else t[None, :, :-1]  # an even width for the row-split kernel
+    kw = dict(step=step, thresholds=thr, seed=seed, purpose=int(rng.Purpose.REFINE),
+              offset=(offsets[0][i] - H, offsets[1][j] - H), global_shape=gshape)
+    to_dev, to_host, gpu = _device_io(backend)
+    if gpu:
+        from ..backends.cuda import local as cuda_local
+
+        d = cuda_local.checkerboard_sweeps(to_dev(work), 2 * sweeps, streams=to_dev(np.array([stream], np.uint32)),
+                                           **dict(kw, thresholds=to_dev(thr)))
+        work[...] = to_host(d)
+        return t
+    from ..backends.numba_cpu.local import checkerboard_sweeps
+
     with _numba_threads(threads):
-        checkerboard_sweeps(work, 2 * sweeps, step=step, thresholds=thr, seed=seed,
-                            streams=np.array([stream], np.uint32), purpose=int(rng.Purpose.REFINE),
-                            offset=(offsets[0][i] - H, offsets[1][j] - H), global_shape=gshape)
+        checkerboard_sweeps(work, 2 * sweeps, streams=np.array([stream], np.uint32), **kw)
     return t
 
 
@@ -194,7 +311,7 @@ def default_sweeps_per_exchange(refine: int, chunks) -> int:
 
 
 def refine_stage_tiled(fine, model, *, seed: int, stage: int, refine: int = 25, stream: int = 0,
-                       sweeps_per_exchange: int | None = None, threads_per_tile=None):
+                       sweeps_per_exchange: int | None = None, threads_per_tile=None, backend: str = "numpy"):
     """``refine`` checkerboard Metropolis sweeps on a tiled fine lattice (lazy ``dask.array``, same chunks).
 
     ``sweeps_per_exchange`` = k sweeps between halo exchanges, halo ``2k + 1`` (at most the smallest
@@ -236,13 +353,13 @@ def refine_stage_tiled(fine, model, *, seed: int, stage: int, refine: int = 25, 
         fine = fine.map_overlap(_refine_block, depth=H, boundary="periodic", trim=True, allow_rechunk=False,
                                 dtype=np.int8, meta=np.empty((0, 0), np.int8), offsets=offsets, H=H,
                                 gshape=(Lx, Ly), sweeps=n, step=(stage << 32) + 2 * done, thr=thr, seed=seed,
-                                stream=stream, threads=threads_per_tile)
+                                stream=stream, threads=threads_per_tile, backend=_check_tile_backend(backend))
         done += n
     return fine
 
 
 def upscale_tiled(coarse, model, *, seed: int, stage: int, tile, stream: int = 0, refine: int = 25,
-                  sweeps_per_exchange: int | None = None, threads_per_tile=None, session=None):
+                  sweeps_per_exchange: int | None = None, threads_per_tile=None, session=None, backend: str = "numpy"):
     """One tiled inverse-RG stage, lazily: ``(Lx, Ly)`` -> ``dask.array`` ``(b Lx, b Ly)`` int8 in tiles of ``tile``.
 
     The same configuration, bit for bit, as ``upscale(coarse[None], model, seed=seed, stage=stage,
@@ -253,29 +370,118 @@ def upscale_tiled(coarse, model, *, seed: int, stage: int, tile, stream: int = 0
 
     model = load_model(model)
     fine = sample_stage_tiled(coarse, model, seed=seed, stage=stage, tile=tile, stream=stream,
-                              threads_per_tile=threads_per_tile, session=session)
+                              threads_per_tile=threads_per_tile, session=session, backend=backend)
     return refine_stage_tiled(fine, model, seed=seed, stage=stage, refine=refine, stream=stream,
-                              sweeps_per_exchange=sweeps_per_exchange, threads_per_tile=threads_per_tile)
+                              sweeps_per_exchange=sweeps_per_exchange, threads_per_tile=threads_per_tile,
+                              backend=backend)
 
 
 # ------------------------------------------------------------------------------------------
 # the out-of-core pipeline
 # ------------------------------------------------------------------------------------------
+def _pack_tile(block):
+    """A finished tile -> (bit-packed rows as in :class:`isingcore.giant.PackedTarget`, its magnetisation sum)."""
+    block = np.asarray(block)
+    if not np.all((block == 1) | (block == -1)):
+        raise ValueError("a tile holds spins other than +1 and -1")
+    return np.packbits(block > 0, axis=-1, bitorder="big"), int(block.sum(dtype=np.int64))
+
+
+def _write_tile(block, block_info=None, *, target, bar):
+    """Threaded path: write one tile into the store target; return its magnetisation sum as a (1, 1) block."""
+    loc = block_info[0]["array-location"]
+    target[loc[0][0]:loc[0][1], loc[1][0]:loc[1][1]] = block
+    if bar is not None:
+        bar.update(1)  # tqdm serialises its updates
+    return np.full((1, 1), block.sum(dtype=np.int64), np.int64)
+
+
+def _stage_threads(fine, ds, workers: int, bar) -> int:
+    """Compute the tiles on ``workers`` threads, each tile written as it is done; returns the magnetisation sum.
+
+    The sum is a dask reduction of the per-tile sums the write tasks return (no shared counter).
+    """
+    import dask
+
+    from .. import giant
+
+    target = giant.PackedTarget(ds)
+    sums = fine.map_blocks(_write_tile, chunks=tuple((1,) * len(c) for c in fine.chunks), dtype=np.int64,
+                           meta=np.empty((0, 0), np.int64), target=target, bar=bar)
+    with dask.config.set(scheduler="threads", num_workers=workers):
+        return int(sums.sum().compute())
+
+
+def _stage_distributed(client, fine, ds, bar) -> int:
+    """Compute the tiles on a distributed cluster; this process writes each packed tile as it arrives.
+
+    Workers (other processes, perhaps other machines) return ``(packed rows, sum)`` per tile
+    (:func:`_pack_tile`); only this process opens the output for writing (h5py objects cannot be
+    sent, and HDF5 allows one writer). Returns the magnetisation sum over the tiles.
+    """
+    import dask
+    from distributed import as_completed
+
+    offs = _offsets(fine.chunks)
+    blocks = fine.to_delayed()
+    tasks, where = [], []
+    for i in range(blocks.shape[0]):
+        for j in range(blocks.shape[1]):
+            tasks.append(dask.delayed(_pack_tile, pure=True)(blocks[i, j]))
+            where.append((offs[0][i], offs[1][j]))
+    futures = client.compute(tasks)
+    pos = {f.key: w for f, w in zip(futures, where)}
+    done = as_completed(futures, with_results=True)
+    del futures, tasks
+    msum = 0
+    for fut, (packed, part) in done:
+        r0, c0 = pos.pop(fut.key)
+        ds[r0:r0 + packed.shape[0], c0 // 8:c0 // 8 + packed.shape[1]] = packed
+        msum += part
+        fut.release()
+        if bar is not None:
+            bar.update(1)
+    if pos:  # pragma: no cover - as_completed yields every future or raises
+        raise RuntimeError(f"{len(pos)} tile(s) never arrived")
+    return msum
+
+
+def scratch_path(out: str, stage: int) -> str:
+    """Distributed path: the file of stage ``stage`` while stage ``stage + 1`` reads it (removed afterwards)."""
+    stem = out[:-3] if out.endswith(".h5") else out
+    return f"{stem}.stage{stage}.partial.h5"
+
+
 def generate_tiled(model, *, seed_size: int, stages: int, out: str, tile: int, refine: int = 25, seed: int = 0,
                    stream: int = 0, workers: int = 1, sweeps_per_exchange: int | None = None,
                    thermalize: int | None = None, overwrite: bool = False, progress: bool = False, log=None,
-                   extra_attrs: dict | None = None) -> dict:
+                   extra_attrs: dict | None = None, client=None, threads_per_tile: int | None = None,
+                   backend: str = "numpy") -> dict:
     """Seed at ``L0 = seed_size``, then ``stages`` tiled stages, each written to the giant-lattice file ``out``.
 
     Configuration ``stream`` of :func:`isingcore.rg.upscale.generate` (seed = replica ``stream`` of the
-    Wolff run, or the single spin of stream ``stream``), bit for bit. Stage ``t`` is computed from
-    stage ``t - 1`` read lazily from the file, on a threaded Dask scheduler with ``workers`` threads
-    (each tile's Numba kernels then run on ``max(1, cores // workers)`` threads), and written tile by
-    tile into ``/stages/<t>``; ``/spins`` links the last stage. ``tile`` (fine tile edge) must be a
-    multiple of 8 and of ``b``. Returns a summary dict (sizes, seconds per stage, magnetization).
+    Wolff run, or the single spin of stream ``stream``), bit for bit. ``tile`` (fine tile edge) must
+    be a multiple of 8 and of ``b``. Returns a summary dict (sizes, seconds per stage, magnetization).
+
+    Where the tiles run:
+
+    * ``client=None`` (default): a threaded Dask scheduler with ``workers`` threads in this process
+      (each tile's Numba kernels on ``max(1, cores // workers)`` threads). Stage ``t`` reads stage
+      ``t - 1`` lazily from ``out`` and its tiles are written into ``/stages/<t>`` as they finish;
+    * ``client``: a ``distributed.Client`` (a ``LocalCluster`` of processes, a remote scheduler:
+      :func:`isingcore.distributed.cluster_client`). Workers return bit-packed tiles and their sums,
+      which this process writes; stage ``t`` is written to :func:`scratch_path` (closed when the stage
+      is done, then copied into ``out``, chunks as they are) so that the workers can read it for stage
+      ``t + 1`` while ``out`` stays open here for writing. Workers must see that path (a shared file
+      system for a remote cluster). ``threads_per_tile``: Numba/onnxruntime threads of a tile on a
+      worker (default: all of the worker's Numba threads).
+
+    ``backend="cupy"``: each tile runs on the GPU of the process that computes it (onnxruntime's CUDA
+    provider, the Numba-CUDA kernels with the tile's global offsets), host arrays in and out of
+    the task; with a ``dask_cuda.LocalCUDACluster`` every worker has its own GPU. Same bits.
+
+    The per-stage magnetisation is a reduction of values the tile tasks return, in both cases.
     """
-    import dask
-    import dask.array as da
     import numba
 
     from .. import giant
@@ -298,7 +504,12 @@ def generate_tiled(model, *, seed_size: int, stages: int, out: str, tile: int, r
         raise ValueError(f"{stages} stages from seed_size={L0} with scale {b} give L={sizes[-1]}: more than 2**34 sites")
     if refine and any(L % 2 for L in sizes[1:]):
         raise ValueError(f"refine={refine} needs even lattice sizes; seed_size={L0} with scale {b} gives odd ones")
-    threads = max(1, numba.config.NUMBA_NUM_THREADS // workers)
+    if client is None:
+        threads = max(1, numba.config.NUMBA_NUM_THREADS // workers)
+        sess = _tile_session(model, backend)
+    else:
+        threads = None if threads_per_tile is None else _check_int(threads_per_tile, "threads_per_tile", 1)
+        sess = _Session(model, _session_backend(_check_tile_backend(backend)), threads)
     t0 = time.perf_counter()
     seeds, n_therm = seed_configurations(L0, configs=stream + 1, seed=seed, beta=model.beta, thermalize=thermalize,
                                          progress=progress)
@@ -311,46 +522,56 @@ def generate_tiled(model, *, seed_size: int, stages: int, out: str, tile: int, r
                  stream=stream, model=model.name, scale=b, seed_size=L0, stages=stages, refine=refine,
                  thermalization=n_therm, tile=tile, seed_algorithm="single-spin" if L0 == 1 else "wolff")
     attrs.update(extra_attrs or {})
-    sess = model.session("numpy")
-    with giant.create_file(out, attrs, overwrite=overwrite) as f:
-        grp = f.create_group("stages")
-        for t in range(1, stages + 1):
-            ta = time.perf_counter()
-            L = sizes[t]
-            ds = giant.create_lattice(grp, str(t), (L, L), tile=tile, attrs={"stage": t})
-            chunks = tile_chunks((sizes[t - 1],) * 2, tile, b)
-            n_tiles = len(chunks[0]) * len(chunks[1])
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
+    scratch = []  # distributed: stage files still on disk
+    try:
+        with giant.create_file(out, attrs, overwrite=overwrite) as f:
+            grp = f.create_group("stages")
+            for t in range(1, stages + 1):
+                ta = time.perf_counter()
+                L = sizes[t]
+                chunks = tile_chunks((sizes[t - 1],) * 2, tile, b)
+                n_tiles = len(chunks[0]) * len(chunks[1])
+                bar = None
+                if progress:
+                    from tqdm.auto import tqdm
 
-                bar = tqdm(total=n_tiles, desc=f"stage {t}: {L}x{L} in {tile}x{tile} tiles", unit="tile", leave=False)
-            msum = [0]
-            mlock = threading.Lock()
+                    bar = tqdm(total=n_tiles, desc=f"stage {t}: {L}x{L} in {tile}x{tile} tiles", unit="tile",
+                               leave=False)
+                fine = upscale_tiled(src, model, seed=seed, stage=t, tile=tile, stream=stream, refine=refine,
+                                     sweeps_per_exchange=sweeps_per_exchange, threads_per_tile=threads, session=sess,
+                                     backend=backend)
+                if client is None:
+                    ds = giant.create_lattice(grp, str(t), (L, L), tile=tile, attrs={"stage": t})
+                    msum = _stage_threads(fine, ds, workers, bar)
+                    f.flush()
+                    src = giant.GiantLattice(f, f"stages/{t}")
+                else:
+                    import h5py
 
-            def on_block(block, bar=bar, msum=msum, mlock=mlock):
-                # called from the store's worker threads: sum first (numpy releases the GIL), then add under a lock
-                part = int(block.sum(dtype=np.int64))
-                with mlock:
-                    msum[0] += part
-                    if bar is not None:
-                        bar.update(1)
-
-            target = giant.PackedTarget(ds, on_block=on_block)
-            fine = upscale_tiled(src, model, seed=seed, stage=t, tile=tile, stream=stream, refine=refine,
-                                 sweeps_per_exchange=sweeps_per_exchange, threads_per_tile=threads, session=sess)
-            with dask.config.set(scheduler="threads", num_workers=workers):
-                da.store(fine, target, lock=False)
-            if bar is not None:
-                bar.close()
-            f.flush()
-            src = giant.GiantLattice(f, f"stages/{t}")
-            sec = time.perf_counter() - ta
-            summary["stages"].append({"stage": t, "L": L, "seconds": sec, "m": msum[0] / float(L * L),
-                                      "tiles": n_tiles})
-            if log is not None:
-                log(f"stage {t}: L={L}  {n_tiles} tiles of {tile}  m={msum[0] / float(L * L):+.6f}  ({sec:.1f} s)")
-        f["spins"] = f[f"stages/{stages}"]
-        f.attrs["stage_seconds"] = np.array([s["seconds"] for s in summary["stages"]], np.float64)
+                    path = scratch_path(out, t)
+                    scratch.append(path)
+                    with giant.create_file(path, {"stage": t, "partial_of": os.path.abspath(out)},
+                                           overwrite=True) as g:
+                        ds = giant.create_lattice(g, "spins", (L, L), tile=tile, attrs={"stage": t})
+                        msum = _stage_distributed(client, fine, ds, bar)
+                    with h5py.File(path, "r") as g:
+                        f.copy(g["spins"], grp, name=str(t))  # raw chunks: no decompression
+                    f.flush()
+                    src = _FileLattice(path, "spins")
+                    while len(scratch) > 1:  # stage t - 1 is no longer read
+                        os.unlink(scratch.pop(0))
+                if bar is not None:
+                    bar.close()
+                sec = time.perf_counter() - ta
+                summary["stages"].append({"stage": t, "L": L, "seconds": sec, "m": msum / float(L * L),
+                                          "tiles": n_tiles})
+                if log is not None:
+                    log(f"stage {t}: L={L}  {n_tiles} tiles of {tile}  m={msum / float(L * L):+.6f}  ({sec:.1f} s)")
+            f["spins"] = f[f"stages/{stages}"]
+            f.attrs["stage_seconds"] = np.array([s["seconds"] for s in summary["stages"]], np.float64)
+    finally:
+        for path in scratch:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     summary["seconds"] = time.perf_counter() - t0
     return summary
