@@ -153,3 +153,142 @@ def test_import_does_not_load_dask():
     code = "import sys, isingcore, isingcore.cli, isingcore.distributed; print('dask' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# --backend cupy with --workers N: dask_cuda.LocalCUDACluster (one GPU per worker), else a clear error
+# ------------------------------------------------------------------------------------------
+class _FakeCluster:
+    """Records how it was made; stands in for LocalCluster / LocalCUDACluster (nothing is started)."""
+
+    made = []
+
+    def __init__(self, **kw):
+        self.kw = kw
+        self.closed = False
+        _FakeCluster.made.append(self)
+
+    def close(self):
+        self.closed = True
+
+
+class _FakeClient:
+    def __init__(self, target):
+        self.target = target
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def _fake_dask_cuda(monkeypatch):
+    import types
+
+    mod = types.ModuleType("dask_cuda")
+
+    class LocalCUDACluster(_FakeCluster):
+        pass
+
+    mod.LocalCUDACluster = LocalCUDACluster
+    monkeypatch.setitem(sys.modules, "dask_cuda", mod)
+    return LocalCUDACluster
+
+
+def _no_dask_cuda(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import dask_cuda -> ImportError
+
+
+def test_cluster_kind_selection(monkeypatch):
+    from isingcore import distributed as D
+
+    _no_dask_cuda(monkeypatch)
+    assert D.local_cluster_kind(2, None, "numpy") == "LocalCluster"
+    assert D.local_cluster_kind(None, "tcp://127.0.0.1:1", "cupy") is None  # a given scheduler: whatever it runs
+    with pytest.raises(ValueError) as exc:
+        D.local_cluster_kind(2, None, "cupy")
+    msg = str(exc.value)
+    assert "--backend cupy" in msg and "--workers 2" in msg and "isingcore[cuda]" in msg and "dask-cuda" in msg
+    _fake_dask_cuda(monkeypatch)
+    assert D.local_cluster_kind(2, None, "cupy") == "LocalCUDACluster"
+    assert D.local_cluster_kind(2, None, "numpy") == "LocalCluster"
+
+
+def test_cluster_client_starts_local_cuda_cluster_for_cupy(monkeypatch):
+    import distributed
+
+    from isingcore import distributed as D
+
+    cuda_cls = _fake_dask_cuda(monkeypatch)
+    monkeypatch.setattr(distributed, "Client", _FakeClient)
+    monkeypatch.setattr(distributed, "LocalCluster", _FakeCluster)
+    _FakeCluster.made.clear()
+    client, cluster = D.cluster_client(3, None, backend="cupy")
+    assert type(cluster) is cuda_cls and client.target is cluster
+    assert cluster.kw["n_workers"] == 3 and cluster.kw["threads_per_worker"] == 1
+    client, cluster = D.cluster_client(2, None, backend="numpy")
+    assert type(cluster) is _FakeCluster and cluster.kw["processes"] is True and cluster.kw["n_workers"] == 2
+    client, cluster = D.cluster_client(None, "tcp://127.0.0.1:1", backend="cupy")
+    assert cluster is None and client.target == "tcp://127.0.0.1:1"
+    assert len(_FakeCluster.made) == 2
+
+
+def test_sample_cupy_workers_without_dask_cuda_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    _no_dask_cuda(monkeypatch)
+    out = tmp_path / "x.h5"
+    rc = main(_args("metropolis", 8, "critical", out) + ["--backend", "cupy", "--workers", "2"])
+    err = capsys.readouterr().err
+    # named before the GPU is even looked for, and before any file or cluster is made
+    assert rc == 2 and "--backend cupy" in err and "--workers 2" in err and "isingcore[cuda]" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_upscale_cupy_workers_uses_local_cuda_cluster(tmp_path, monkeypatch, capsys):
+    """``isingcore upscale --tile T --workers N --backend cupy``: the tiles go to a LocalCUDACluster client."""
+    pytest.importorskip("onnxruntime")
+    import distributed
+
+    from isingcore.rg import tiled
+
+    cuda_cls = _fake_dask_cuda(monkeypatch)
+    monkeypatch.setattr(distributed, "Client", _FakeClient)
+    _FakeCluster.made.clear()
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_generate(model, **kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(tiled, "generate_tiled", fake_generate)
+    base = ["upscale", "--model", "ecmk-b3-k9-mse", "--seed-size", "16", "--stages", "1", "--tile", "48",
+            "--out", str(tmp_path / "g.h5"), "--progress", "off"]
+    with pytest.raises(Stop):
+        main(base + ["--workers", "2", "--backend", "cupy"])
+    (cluster,) = _FakeCluster.made
+    assert type(cluster) is cuda_cls and cluster.kw["n_workers"] == 2 and cluster.closed
+    assert seen["backend"] == "cupy" and seen["client"].target is cluster and seen["workers"] == 2
+    assert seen["client"].closed
+    # without dask-cuda: the error names the options and the extra
+    _no_dask_cuda(monkeypatch)
+    with pytest.raises(SystemExit, match=r"--backend cupy.*--workers 2.*isingcore\[cuda\]"):
+        main(base + ["--workers", "2", "--backend", "cupy"])
+    # --backend cupy without --workers: the tiles run on this process's GPU (threads, no cluster)
+    seen.clear()
+    with pytest.raises(Stop):
+        main(base + ["--backend", "cupy"])
+    assert seen["client"] is None and seen["backend"] == "cupy"
+
+
+@pytest.mark.gpu
+def test_gpu_sample_on_local_cuda_cluster_equals_serial(tmp_path):
+    """Real GPUs: ``--backend cupy --workers 1`` (a LocalCUDACluster) gives the serial run's configurations."""
+    pytest.importorskip("dask_cuda")
+    args = _args("metropolis", 16, "critical", tmp_path / "serial.h5", configs=5, chains=2) + ["--backend", "cupy"]
+    assert main(args) == 0
+    p = subprocess.run([sys.executable, "-m", "isingcore",
+                        *_args("metropolis", 16, "critical", tmp_path / "dist.h5", configs=5, chains=2),
+                        "--backend", "cupy", "--workers", "1"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr + p.stdout
+    _assert_same(tmp_path / "serial.h5", tmp_path / "dist.h5", 2 * 5)
