@@ -132,3 +132,32 @@ def test_heatbath_only_training(tmp_path):
     got = MultilevelSampler(model=str(d)).log_prob(_as_int8(spins))
     assert np.max(np.abs(logq.detach().numpy() - got)) < 1e-6
     assert model_name("rigcs", 0.44, 64) == "rigcs-b044-L64"
+
+
+def test_split_scheme_model_matches_runtime_and_converts_from_seed001(tmp_path):
+    """A 'split' model: torch log q equals the runtime's after ONNX export (the decimated level is exact
+    and has no network), and a seed-001 model converts into it level by level (same grid, same kind)."""
+    torch.manual_seed(0)
+    m16 = MultilevelTorch(16, BETA_C)
+    _randomise(m16, 7)
+    sp = transfer(m16, 16, "split")
+    kinds = {lv.index: lv.kind for lv in sp.hierarchy.levels}
+    assert sp.learned == [1, 2, 3, 4, 5] and sp.exact == [6, 7] and kinds[6] == "decimated"
+    assert sp.transfer_map == {1: 1, 2: 1, 3: 2, 4: 2, 5: 3}
+    for k_new, k_old in sp.transfer_map.items():
+        assert torch.equal(sp.nets[str(k_new)].conv_x.weight, m16.nets[str(k_old)].conv_x.weight)
+    _randomise(sp, 8, 0.2)
+    d = tmp_path / "split16"
+    tr = export_model(sp, str(d), name="split16", training={}, ess_samples=200)
+    assert 0 < tr["ess"] <= 1
+    smp = MultilevelSampler(model=str(d))
+    assert smp.hierarchy.scheme == "split" and sorted(smp.model.networks) == [1, 2, 3, 4, 5]
+    spins, logq = sp.sample(32, generator=torch.Generator().manual_seed(9))
+    assert np.max(np.abs(logq.detach().numpy() - smp.log_prob(_as_int8(spins)))) <= 1e-4
+    back = MultilevelTorch.from_directory(str(d))
+    assert back.scheme == "split" and torch.allclose(back.log_prob(spins), logq, atol=1e-4, rtol=0)
+    # transfer to 32 keeps the scheme; the new finest diagonal-a level starts from the old one
+    m32 = transfer(sp, 32)
+    assert m32.scheme == "split" and m32.transfer_map[9] == 5
+    with pytest.raises(ValueError, match="larger lattice or another scheme"):
+        transfer(sp, 16)

@@ -86,8 +86,13 @@ def model_card(path, man, baseline, command):
     tr = man["training"]
     L, beta = man["size"], man["beta"]
     learned = [lv["index"] for lv in man["levels"] if lv["network"]]
+    scheme = man.get("scheme", "seed001")
     kind = ("RiGCS-style learned conditionals (seed 001)" if learned else
             "MLMC-HB with trained couplings (heat-bath levels only)")
+    if scheme == "split":
+        kind += (" on the 'split' hierarchy: every seed-001 level drawn as two sub-lattices, the second "
+                 "conditioned on the first, and the finest odd-odd sub-lattice drawn from its exact decimated "
+                 "conditional (isingcore.multilevel.hierarchy)")
     lines = [f"# {man['name']}", "",
              f"Multilevel sampler of the 2D Ising model on a {L}x{L} torus at beta = {beta!r}: {kind}.",
              (f"Coarsest level: exact Boltzmann on a {man['coarsest']}x{man['coarsest']} torus with trained "
@@ -96,7 +101,8 @@ def model_card(path, man, baseline, command):
              "Use it: `MultilevelSampler(model=\"" + man["name"] + "\")` (isingcore.multilevel).", "",
              "## Levels", "", "| level | kind | grid | coupling K | network |", "|---|---|---|---|---|"]
     for lv in man["levels"]:
-        lines.append(f"| {lv['index']} | {lv['kind']} | {lv['grid']} | {lv['coupling']:.6f} | {lv['network'] or 'heat bath'} |")
+        what = lv["network"] or ("exact decimation" if lv["kind"] == "decimated" else "heat bath")
+        lines.append(f"| {lv['index']} | {lv['kind']} | {lv['grid']} | {lv['coupling']:.6f} | {what} |")
     if learned:
         lines += ["", ("Learned level: log-odds `a = 2 K sum_nb s_nb + W2*(silu(W1x*x + W1m*m + b) - silu(-W1x*x + W1m*m + b))`,"
                        " 5x5 conv to 12 channels then 3x3 conv (receptive field 7x7, halo 3), exactly odd in the spins.")]
@@ -135,7 +141,8 @@ def _rewrite_manifest(directory, man, training):
     model = load_model(directory)
     write_manifest(directory, name=man["name"], size=man["size"], beta=man["beta"], coarsest=man["coarsest"],
                    coarsest_couplings=man["coarsest_couplings"], couplings=model.couplings,
-                   networks={lv["index"]: lv["network"] for lv in man["levels"] if lv["network"]}, training=training)
+                   networks={lv["index"]: lv["network"] for lv in man["levels"] if lv["network"]}, training=training,
+                   scheme=man.get("scheme", "seed001"))
 
 
 def add_baseline(directory, n, remeasure=False):

@@ -5,6 +5,9 @@ For each size L and inverse temperature beta, and each sampler available:
 * ``mlmc-hb``: heat-bath levels with the Maris-Kadanoff couplings (seed 001 appendix D);
 * ``mlmchb-<b>-L<L>``: heat-bath levels with tuned couplings (shipped model, if present);
 * ``rigcs-<b>-L<L>``: learned conditionals (shipped model, if present);
+* ``mlmc-hb-split``: untrained heat-bath levels on the "split" hierarchy (sub-lattices, exact
+  decimated level; :mod:`isingcore.multilevel.hierarchy`);
+* ``rigcs-split-<b>-L<L>``: learned conditionals on the "split" hierarchy (shipped model, if present);
 
 it draws N independent configurations and reports ESS/N = (sum w)^2 / (N sum w^2), ln Z_hat with
 its error against Kaufman's exact ln Z (and the pull), the mode-dropping measure Z_hat/Z,
@@ -15,7 +18,11 @@ effectively independent configuration can be compared: multilevel ``t_draw / ESS
 sampling) or ``t_draw * 2 tau_int`` (IMH chain) against Wolff ``t_sweep * 2 tau_int``.
 
     python tools/bench/bench_multilevel.py [--sizes 8 16 32 64] [--betas kc 0.44] [--samples 100000]
-        [--json tools/bench/results/multilevel.json] [--markdown]
+        [--json tools/bench/results/multilevel.json] [--markdown] [--samplers NAME_PREFIX ...] [--merge]
+
+``--samplers`` runs only the samplers whose name starts with one of the prefixes (``mlmc-hb-split``,
+``rigcs-split``, ...); ``--merge`` keeps the rows of the other samplers already in the ``--json``
+file (the Wolff reference is measured again).
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--json")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--samplers", nargs="+", default=None, metavar="PREFIX",
+                    help="only the samplers whose names start with one of these prefixes")
+    ap.add_argument("--merge", action="store_true", help="keep the other samplers' rows of the existing --json file")
     return ap.parse_args(argv)
 
 
@@ -111,7 +121,8 @@ def samplers_for(L: int, tag: str, beta: float):
     from isingcore.multilevel.models import MultilevelModelError, load_model
 
     yield "mlmc-hb", MultilevelSampler(L, beta)
-    for family in ("mlmchb", "rigcs"):
+    yield "mlmc-hb-split", MultilevelSampler(L, beta, scheme="split")
+    for family in ("mlmchb", "rigcs", "rigcs-split"):
         name = f"{family}-{tag}-L{L}"
         try:
             model = load_model(name)
@@ -141,6 +152,8 @@ def main(argv=None) -> int:
                   f"tau_int(|m|) = {w['tau_absm']:.2f} sweeps", file=sys.stderr, flush=True)
             n = int(min(args.samples, args.max_sites / (L * L)))
             for name, sampler in samplers_for(L, tag, beta):
+                if args.samplers and not any(name == p or name.startswith(p + "-") for p in args.samplers):
+                    continue
                 r = run_sampler(name, sampler, L, beta, n, args.seed)
                 r["beta_tag"] = tag
                 r["wolff_t_sweep_s"], r["wolff_tau_E"] = w["t_sweep_s"], w["tau_E"]
@@ -148,6 +161,16 @@ def main(argv=None) -> int:
                 print(f"# {name:>16} L={L:<3} ESS={r['ess']:.4g} lnZ pull={r['ln_z_pull']:+.2f} "
                       f"acc={r['imh_acceptance']:.3f} tau_E={r['imh_tau_E']:.2f} t={r['t_draw_s'] * 1e6:.1f} us",
                       file=sys.stderr, flush=True)
+    if args.merge and args.json and os.path.isfile(args.json):
+        with open(args.json) as fh:
+            old = json.load(fh)
+        mine = {(r["sampler"], r["L"], r["beta_tag"]) for r in rows}
+        rows = [r for r in old["rows"] if (r["sampler"], r["L"], r["beta_tag"]) not in mine] + rows
+        for w in old.get("wolff", []):
+            wolff.setdefault((w["L"], w["beta_tag"]), {k: v for k, v in w.items() if k not in ("L", "beta_tag")})
+        order = {n: i for i, n in enumerate(("mlmc-hb", "mlmc-hb-split", "mlmchb", "rigcs", "rigcs-split"))}
+        fam = lambda r: order.get(r["sampler"].rsplit("-", 2)[0] if r["sampler"][-1].isdigit() else r["sampler"], 9)
+        rows.sort(key=lambda r: (r["beta_tag"] != "kc", r["beta_tag"], r["L"], fam(r)))
     head = ["beta", "L", "sampler", "N", "ESS/N", "ln Z_hat", "ln Z exact", "pull", "Z_hat/Z", "E reweighted",
             "E exact", "<m^2> reweighted", "<m^2> exact (L<=10) / Wolff", "IMH acc", "IMH tau_int(E)", "t/draw (us)", "t/draw/ESS (us)", "Wolff 2tau(E)*t/sweep (us)"]
     table = []
