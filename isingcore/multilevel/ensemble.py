@@ -28,7 +28,7 @@ OBSERVABLES = {"energy": "", "magnetization": "", "c10x": "nearest-neighbour cor
 
 def sampler_attrs(sampler, seed: int, command: str | None = None) -> dict:
     """The ensemble attributes of a multilevel run (provenance enough to redraw every sample)."""
-    extra = dict(sampler=sampler.kind, coarsest=sampler.hierarchy.coarsest,
+    extra = dict(sampler=sampler.kind, coarsest=sampler.hierarchy.coarsest, scheme=sampler.hierarchy.scheme,
                  couplings=[float(k) for k in sampler.couplings],
                  coarsest_couplings=list(sampler.coarsest_level.couplings),
                  command=command if command is not None else (" ".join(sys.argv[1:]) or "isingcore"))
@@ -50,7 +50,7 @@ def sample_ensemble(path: str, sampler, n: int, *, seed: int, batch: int = 256, 
         stored = dict(writer.attrs)
         stored.update(stored.get("extra") or {})
         want = {**attrs, **attrs["extra"]}
-        for key in ("algorithm", "beta", "Lx", "seed", "sampler", "couplings", "coarsest_couplings"):
+        for key in ("algorithm", "beta", "Lx", "seed", "sampler", "scheme", "couplings", "coarsest_couplings"):
             if key in stored and stored[key] != want[key]:
                 writer.close()
                 raise SystemExit(f"isingcore sample --resume: {path} was written with {key}={stored[key]!r}, "
