@@ -28,6 +28,12 @@ now. With ``--scheduler`` the workers must see ``OUT``'s directory (a shared fil
 shard paths handed to them are absolute. Choices: ``--workers N`` with ``N > C`` is an error (a worker would have no chain);
 ``--scheduler`` uses ``S = min(workers of the cluster, C)`` shards.
 
+A worker that dies mid-run (killed, out of memory) loses nothing that was flushed: Dask's scheduler
+re-runs its shard task on another (or the restarted) worker, and the re-run finds the shard file
+of *this* run (root attribute ``extra.run``, a token per ``isingcore sample`` invocation), recovers
+it to its last committed configuration and continues from there; the joined file is the serial
+run's, as after ``--resume``. A shard file of another run is never continued this way.
+
 Dask is imported only inside the functions (``import isingcore`` does not import it).
 """
 
@@ -98,8 +104,26 @@ def run_shard(spec: dict) -> dict:
     n = stop - first
     sim_kw = dict(spec["sim_kw"], replicas=n, stream=first)
     t0 = time.perf_counter()
-    if spec["resume"] and os.path.exists(path):
-        writer = iio.EnsembleWriter.resume(path)
+    writer = None
+    retry = False
+    if not spec["resume"] and spec.get("run") and os.path.exists(path):
+        # The driver removed (or refused) every shard file before submitting, so a file here was written by an
+        # earlier attempt of this very task: Dask re-runs a task whose worker died. Continue it from its last
+        # committed configuration instead of starting over (nothing flushed is lost or computed twice).
+        try:
+            writer = iio.EnsembleWriter.resume(path)
+            stored = dict(writer.attrs)
+            stored.update(stored.get("extra") or {})
+            if stored.get("run") != spec["run"]:
+                writer.close()
+                writer = None
+            else:
+                retry = True
+        except (iio.EnsembleFormatError, OSError, ValueError):
+            writer = None  # not a readable ensemble of this run: start afresh (overwrite)
+    if (spec["resume"] and os.path.exists(path)) or retry:
+        if writer is None:
+            writer = iio.EnsembleWriter.resume(path)
         stored = dict(writer.attrs)
         stored.update(stored.get("extra") or {})
         want = {**spec["attrs"], **spec["attrs"]["extra"]}
@@ -137,7 +161,7 @@ def run_shard(spec: dict) -> dict:
             writer.append(sim.spins, obs, chain=chains, step=sim.steps.copy())
         total = n_done + max(remaining, 0)
     return dict(path=path, chains=(first, stop), resumed_from=n_done, new=max(remaining, 0) * n, per_chain=total,
-                seconds=time.perf_counter() - t0)
+                seconds=time.perf_counter() - t0, retried=retry)
 
 
 CUDA_EXTRA_HINT = "pip install 'isingcore[cuda]' (the cuda extra brings dask-cuda)"
@@ -258,16 +282,17 @@ def sample_distributed(args, *, overwrite: bool, resume: bool, progress: bool, l
         if args.algorithm == "wolff":
             # the serial run calibrates on the pilot chain of stream 0 (its first replica): do the same once here
             c_sweep = probe.updater.calibrate(probe)
+        run_id = f"{os.getpid()}-{time.time_ns()}"  # marks this run's shard files (a re-run task continues them)
         base_attrs = dict(algorithm=args.algorithm, beta=probe.beta, J=probe.J, h=probe.h, Lx=probe.Lx, Ly=probe.Ly,
                           seed=args.seed, thermalization=args.thermalize, spacing=args.spacing, backend=args.backend)
         specs = []
         for k, block in enumerate(blocks):
             extra = dict(chains=args.chains, configs_per_chain=args.configs, kernel=probe.kernel,
                          shard=k, shards=n_shards, shard_chains=[block.start, block.stop],
-                         clusters_per_sweep=c_sweep, command=" ".join(sys.argv[1:]) or "isingcore")
+                         clusters_per_sweep=c_sweep, command=" ".join(sys.argv[1:]) or "isingcore", run=run_id)
             specs.append(dict(path=os.path.abspath(shard_path(out, k, n_shards)), chains=(block.start, block.stop), sim_kw=sim_kw,
                               attrs=dict(base_attrs, extra=extra), configs=args.configs, spacing=args.spacing,
-                              thermalize=args.thermalize, resume=resume, clusters_per_sweep=c_sweep,
+                              thermalize=args.thermalize, resume=resume, clusters_per_sweep=c_sweep, run=run_id,
                               max_new=getattr(args, "_max_new", None)))
         log(f"{args.chains} chain(s) in {n_shards} shard(s) on {n_workers} worker(s) "
             f"({'scheduler ' + scheduler if scheduler else 'local cluster'})")
@@ -288,7 +313,8 @@ def sample_distributed(args, *, overwrite: bool, resume: bool, progress: bool, l
             if bar is not None:
                 bar.update(r["per_chain"] * (r["chains"][1] - r["chains"][0]))
             log(f"shard {os.path.basename(r['path'])}: chains {r['chains'][0]}..{r['chains'][1] - 1}, "
-                f"{r['new']} new configuration(s) (resumed after {r['resumed_from']} per chain) in {r['seconds']:.1f} s")
+                f"{r['new']} new configuration(s) (resumed after {r['resumed_from']} per chain"
+                f"{'; re-run after its worker died' if r.get('retried') else ''}) in {r['seconds']:.1f} s")
         if bar is not None:
             bar.close()
         dt = time.perf_counter() - t0
