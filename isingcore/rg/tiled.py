@@ -29,7 +29,14 @@ lazily from the giant-lattice file (:mod:`isingcore.giant`), computes tiles on a
 scheduler with ``workers`` threads, and writes each finished tile bit-packed into
 ``/stages/<t>`` of the same file, so the memory in use is a few tiles (int8 spins, the tile's
 float32 field and onnxruntime's buffers) per worker plus Dask's pending halos, independent of
-the lattice size.
+the lattice size. With a ``distributed`` client (``isingcore upscale --scheduler ADDRESS`` or
+``--workers N --processes``) the tiles run in worker processes: they return bit-packed tiles and
+their sums, only the driver writes, and stage ``t`` passes through a scratch file that the workers
+read for stage ``t + 1`` (see :func:`generate_tiled`). The per-stage magnetisation is, on both
+paths, a reduction of values returned by the tile tasks. ``backend="cupy"`` runs each tile's
+field on onnxruntime's CUDA provider and its sampling and refinement with the offset-aware
+Numba-CUDA kernels (``isingcore.backends.cuda``; ``--workers N --backend cupy``: one GPU per
+worker process on ``dask_cuda.LocalCUDACluster``); same bits.
 """
 
 from __future__ import annotations
