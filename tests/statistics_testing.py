@@ -23,3 +23,15 @@ def energy_magnetization_series(sim, n_therm, n_meas, after_thermalization=None)
         e[:, t] = sim.energy()
         m[:, t] = sim.magnetization()
     return e, m
+
+
+def reject(name, est, wrong_value, nsigma=4.0):
+    """Assert that a Gamma-method estimate is incompatible (|z| > ``nsigma``) with a wrong value; return z.
+
+    The companion of :func:`check`: with the same samples, the exact value at a wrong coupling must be
+    rejected, which shows that the error bars are small enough for the comparison to be a real test.
+    """
+    assert est.error > 0, name
+    z = (est.mean - wrong_value) / est.error
+    assert abs(z) > nsigma, f"{name}: {est} does not reject the wrong value {wrong_value:.8f} (z = {z:+.2f})"
+    return z
