@@ -115,8 +115,12 @@ def _update_site(act, oth, base, i, m, Lx, half, colour, word, thr):
 
 
 @cuda.jit(device=True, inline="always")
-def _group_generic(act, oth, r, g, Lx, half, colour, slo, shi, seed, stream, thr, purpose):
-    """Sites k = 4g .. 4g+3 (flat sublattice index of replica r; may straddle rows, may be partial)."""
+def _group_generic(act, oth, r, g, colour, slo, shi, seed, stream, thr, purpose, geo):
+    """Sites k = 4g .. 4g+3 (flat sublattice index of replica r; may straddle rows, may be partial).
+
+    ``geo = (Lx, half)``.
+    """
+    Lx, half = geo
     w0, w1, w2, w3 = stream_block(g, slo, shi, purpose, seed, stream)
     base = r * Lx * half
     k = 4 * g
@@ -134,13 +138,14 @@ def _group_generic(act, oth, r, g, Lx, half, colour, slo, shi, seed, stream, thr
 
 
 @cuda.jit(device=True, inline="always")
-def _group_packed(act, oth, r, g, Lx, nw, colour, slo, shi, seed, stream, thr, purpose):
-    """Word g = i*nw + j of the uint32 views (half = 4*nw): sites 4g .. 4g+3 are its bytes 0..3.
+def _group_packed(act, oth, r, g, colour, slo, shi, seed, stream, thr, purpose, geo):
+    """Word g = i*nw + j of the uint32 views (half = 4*nw, ``geo = (Lx, nw)``): sites 4g .. 4g+3 are its bytes 0..3.
 
     A spin byte is 0x01 (+1) or 0xFF (-1); its bit 7 is 1 for -1. Per byte q the number of -1
     neighbours ``cnt`` (0..4) is a sum of bit-7 extracts of four words, so n = 4 - 2 cnt,
     n_index = 4 - cnt and the threshold index is ``5*s_index + n_index = 9 - 5*neg - cnt``.
     """
+    Lx, nw = geo
     w0, w1, w2, w3 = stream_block(g, slo, shi, purpose, seed, stream)
     base = r * Lx * nw
     i = np.int64(np.uint64(g) // np.uint64(nw))  # row i, word j of the row
@@ -178,12 +183,17 @@ def _group_packed(act, oth, r, g, Lx, nw, colour, slo, shi, seed, stream, thr, p
 # ------------------------------------------------------------------------------------------
 # kernels
 # ------------------------------------------------------------------------------------------
-def _make_grid_kernel(group, purpose=PURPOSE_LOCAL):
-    """Grid kernel over ``group``; ``purpose`` (counter word 3) is a compile-time constant."""
+def _make_loops(group, purpose):
+    """The grid and block loops over ``group`` (device functions; ``purpose``, counter word 3, is a
+    compile-time constant), shared by the whole-lattice and the tile kernels.
+
+    ``group(act, oth, r, g, colour, slo, shi, seed, stream, thr, purpose, geo)`` updates group ``g``
+    of replica ``r``; ``geo`` is the tuple of geometry arguments the kernel passes through.
+    """
     purpose = np.uint32(purpose)
 
-    @cuda.jit
-    def kernel(act, oth, Lx, row_len, n_groups, thresholds, seed, streams, slo, shi, colour):
+    @cuda.jit(device=True, inline="always")
+    def half_sweep(act, oth, n_groups, thresholds, seed, streams, slo, shi, colour, geo):
         """One half-sweep: thread (x, y) -> group g of replica r = y, y + gridDim.y, ..."""
         thr = _load_thresholds(thresholds)
         R = streams.shape[0]
@@ -191,18 +201,11 @@ def _make_grid_kernel(group, purpose=PURPOSE_LOCAL):
         if g < n_groups:
             r = np.int64(cuda.blockIdx.y)
             while r < R:  # (a while loop: range() with a step computes a trip count by division)
-                group(act, oth, r, g, Lx, row_len, colour, slo, shi, seed, streams[r], thr, purpose)
+                group(act, oth, r, g, colour, slo, shi, seed, streams[r], thr, purpose, geo)
                 r += np.int64(cuda.gridDim.y)
 
-    return kernel
-
-
-def _make_block_kernel(group, purpose=PURPOSE_LOCAL):
-    """Block kernel over ``group``; ``purpose`` (counter word 3) is a compile-time constant."""
-    purpose = np.uint32(purpose)
-
-    @cuda.jit
-    def kernel(a, b, Lx, row_len, n_groups, thresholds, seed, streams, step0, n_half):
+    @cuda.jit(device=True, inline="always")
+    def sweeps(a, b, n_groups, thresholds, seed, streams, step0, n_half, geo):
         """All half-sweeps: block x -> replicas x, x + gridDim.x, ...; threads loop over groups."""
         thr = _load_thresholds(thresholds)
         R = streams.shape[0]
@@ -218,26 +221,42 @@ def _make_block_kernel(group, purpose=PURPOSE_LOCAL):
                 oth = b if colour == 0 else a
                 g = np.int64(cuda.threadIdx.x)
                 while g < n_groups:
-                    group(act, oth, r, g, Lx, row_len, colour, slo, shi, seed, stream, thr, purpose)
+                    group(act, oth, r, g, colour, slo, shi, seed, stream, thr, purpose, geo)
                     g += np.int64(cuda.blockDim.x)
                 cuda.syncthreads()  # the next half-sweep reads what this one wrote
             r += np.int64(cuda.gridDim.x)
 
-    return kernel
+    return half_sweep, sweeps
 
 
-_grid_generic = _make_grid_kernel(_group_generic)
-_grid_packed = _make_grid_kernel(_group_packed)
-_block_generic = _make_block_kernel(_group_generic)
-_block_packed = _make_block_kernel(_group_packed)
+def _make_kernels(group, purpose=PURPOSE_LOCAL):
+    """(grid, block) kernels over ``group`` (:func:`_group_generic` or :func:`_group_packed`)."""
+    half_sweep, sweeps = _make_loops(group, purpose)
+
+    @cuda.jit
+    def grid(act, oth, Lx, row_len, n_groups, thresholds, seed, streams, slo, shi, colour):
+        """One half-sweep (one launch per half-sweep)."""
+        half_sweep(act, oth, n_groups, thresholds, seed, streams, slo, shi, colour, (Lx, row_len))
+
+    @cuda.jit
+    def block(a, b, Lx, row_len, n_groups, thresholds, seed, streams, step0, n_half):
+        """All half-sweeps (one launch)."""
+        sweeps(a, b, n_groups, thresholds, seed, streams, step0, n_half, (Lx, row_len))
+
+    return grid, block
+
+
+_grid_generic, _block_generic = _make_kernels(_group_generic)
+_grid_packed, _block_packed = _make_kernels(_group_packed)
 _KERNELS = {PURPOSE_LOCAL: (_grid_generic, _grid_packed, _block_generic, _block_packed)}
 
 
 def _kernels(purpose: int):
     """(grid generic, grid packed, block generic, block packed) for a counter word 3, compiled on first use."""
     if purpose not in _KERNELS:
-        _KERNELS[purpose] = (_make_grid_kernel(_group_generic, purpose), _make_grid_kernel(_group_packed, purpose),
-                             _make_block_kernel(_group_generic, purpose), _make_block_kernel(_group_packed, purpose))
+        (grid_generic, block_generic), (grid_packed, block_packed) = (_make_kernels(_group_generic, purpose),
+                                                                      _make_kernels(_group_packed, purpose))
+        _KERNELS[purpose] = (grid_generic, grid_packed, block_generic, block_packed)
     return _KERNELS[purpose]
 
 
@@ -263,8 +282,9 @@ def _update_site_p(act, oth, base, i, m, Lx, half, p, word, thr):
 
 
 @cuda.jit(device=True, inline="always")
-def _group_tile(act, oth, r, g, Lx, half, nq, colour, par, gx0, gy0, gLx, gLy, slo, shi, seed, stream, thr, purpose):
-    """Active sites m = 4q .. 4q+3 (< half) of local row i of a tile, ``g = i*nq + q``.
+def _group_tile(act, oth, r, g, colour, slo, shi, seed, stream, thr, purpose, geo):
+    """Active sites m = 4q .. 4q+3 (< half) of local row i of a tile, ``g = i*nq + q``;
+    ``geo = (Lx, half, nq, par, gx0, gy0, gLx, gLy)``.
 
     Local site (i, j) is global site ``((gx0 + i) mod gLx, (gy0 + j) mod gLy)``: its colour and its
     word ``(x gLy + y) // 2`` are the global ones (as in the CPU kernel,
@@ -273,6 +293,7 @@ def _group_tile(act, oth, r, g, Lx, half, nq, colour, par, gx0, gy0, gLx, gLy, s
     row have consecutive words except where the row wraps around the global lattice, so the four
     sites need one or two Philox blocks (three at a wrap); the last block is kept.
     """
+    Lx, half, nq, par, gx0, gy0, gLx, gLy = geo
     i = np.int64(np.uint64(g) // np.uint64(nq))
     q = g - i * nq
     p = (i + par + colour) & 1  # local column of the row's first active site
@@ -295,52 +316,22 @@ def _group_tile(act, oth, r, g, Lx, half, nq, colour, par, gx0, gy0, gLx, gLy, s
             _update_site_p(act, oth, base, i, m, Lx, half, p, w, thr)
 
 
-def _make_tile_grid_kernel(purpose=PURPOSE_LOCAL):
-    purpose = np.uint32(purpose)
+def _make_tile_kernels(purpose=PURPOSE_LOCAL):
+    """(grid, block) tile kernels: the loops of :func:`_make_loops` over :func:`_group_tile`."""
+    half_sweep, sweeps = _make_loops(_group_tile, purpose)
 
     @cuda.jit
-    def kernel(act, oth, Lx, half, nq, n_groups, thresholds, seed, streams, slo, shi, colour, par, gx0, gy0, gLx, gLy):
-        """One half-sweep of a tile: thread (x, y) -> group g of replica r = y, y + gridDim.y, ..."""
-        thr = _load_thresholds(thresholds)
-        R = streams.shape[0]
-        g = np.int64(cuda.blockIdx.x) * np.int64(cuda.blockDim.x) + np.int64(cuda.threadIdx.x)
-        if g < n_groups:
-            r = np.int64(cuda.blockIdx.y)
-            while r < R:
-                _group_tile(act, oth, r, g, Lx, half, nq, colour, par, gx0, gy0, gLx, gLy, slo, shi, seed,
-                            streams[r], thr, purpose)
-                r += np.int64(cuda.gridDim.y)
-
-    return kernel
-
-
-def _make_tile_block_kernel(purpose=PURPOSE_LOCAL):
-    purpose = np.uint32(purpose)
+    def grid(act, oth, Lx, half, nq, n_groups, thresholds, seed, streams, slo, shi, colour, par, gx0, gy0, gLx, gLy):
+        """One half-sweep of a tile (one launch per half-sweep)."""
+        half_sweep(act, oth, n_groups, thresholds, seed, streams, slo, shi, colour,
+                   (Lx, half, nq, par, gx0, gy0, gLx, gLy))
 
     @cuda.jit
-    def kernel(a, b, Lx, half, nq, n_groups, thresholds, seed, streams, step0, n_half, par, gx0, gy0, gLx, gLy):
-        """All half-sweeps of a tile: block x -> replicas x, x + gridDim.x, ...; threads loop over groups."""
-        thr = _load_thresholds(thresholds)
-        R = streams.shape[0]
-        r = np.int64(cuda.blockIdx.x)
-        while r < R:
-            stream = streams[r]
-            for t in range(n_half):
-                st = step0 + np.uint64(t)
-                slo = np.uint32(st & _U64_MASK)
-                shi = np.uint32(st >> _U64_32)
-                colour = np.int64(st & _U64_1)
-                act = a if colour == 0 else b
-                oth = b if colour == 0 else a
-                g = np.int64(cuda.threadIdx.x)
-                while g < n_groups:
-                    _group_tile(act, oth, r, g, Lx, half, nq, colour, par, gx0, gy0, gLx, gLy, slo, shi, seed,
-                                stream, thr, purpose)
-                    g += np.int64(cuda.blockDim.x)
-                cuda.syncthreads()
-            r += np.int64(cuda.gridDim.x)
+    def block(a, b, Lx, half, nq, n_groups, thresholds, seed, streams, step0, n_half, par, gx0, gy0, gLx, gLy):
+        """All half-sweeps of a tile (one launch)."""
+        sweeps(a, b, n_groups, thresholds, seed, streams, step0, n_half, (Lx, half, nq, par, gx0, gy0, gLx, gLy))
 
-    return kernel
+    return grid, block
 
 
 _TILE_KERNELS = {}
@@ -349,7 +340,7 @@ _TILE_KERNELS = {}
 def _tile_kernels(purpose: int):
     """(grid, block) tile kernels for a counter word 3, compiled on first use."""
     if purpose not in _TILE_KERNELS:
-        _TILE_KERNELS[purpose] = (_make_tile_grid_kernel(purpose), _make_tile_block_kernel(purpose))
+        _TILE_KERNELS[purpose] = _make_tile_kernels(purpose)
     return _TILE_KERNELS[purpose]
 
 
