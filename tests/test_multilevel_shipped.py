@@ -22,6 +22,7 @@ def test_shipped_models_are_usable():
     for family in ("rigcs", "mlmchb"):  # the package data must carry them (or these tests would pass vacuously)
         for tag in ("kc", "b044"):
             assert {f"{family}-{tag}-L{L}" for L in (8, 16, 32, 64)} <= names
+        assert {f"rigcs-split-{tag}-L{L}" for L in (16, 32, 64)} <= names
     for m in SHIPPED:
         assert "error" not in m, m
         model = load_model(m["name"])
@@ -43,18 +44,28 @@ def _learned(name_prefix):
     return [m for m in SHIPPED if m["name"].startswith(name_prefix) and m.get("learned_levels")]
 
 
-@pytest.mark.skipif(not _learned("rigcs-"), reason="no learned multilevel model shipped")
-def test_a_trained_conditional_gives_a_normalised_q_at_L4(tmp_path):
-    """A trained level network (grid 1, diagonal) transplanted into an L=4 hierarchy: sum_s q(s) = 1."""
+@pytest.mark.parametrize("scheme,kind", [("seed001", "diagonal"), ("split", "diagonal-a")])
+def test_a_trained_conditional_gives_a_normalised_q_at_L4(tmp_path, scheme, kind):
+    """A trained level network (grid 1) transplanted into an L=4 hierarchy: sum_s q(s) = 1."""
     import shutil
 
-    m = load_model(min(_learned("rigcs-"), key=lambda m: m["size"])["name"])
+    learned = [m for m in _learned("rigcs-") if load_model(m["name"]).scheme == scheme]
+    assert learned, f"no learned {scheme} model shipped"
+    m = load_model(min(learned, key=lambda m: m["size"])["name"])
     man = m.manifest
-    entry = next(e for e in man["levels"] if e["network"] and e["grid"] == 1 and e["kind"] == "diagonal")
+    entry = next(e for e in man["levels"] if e["network"] and e["grid"] == 1 and e["kind"] == kind)
     shutil.copy(f"{m.path}/{entry['network']}", tmp_path / "level01.onnx")
+    import onnx
+
+    net = onnx.load(str(tmp_path / "level01.onnx"))  # the metadata names the level it now plays
+    for p in net.metadata_props:
+        if p.key == "isingcore.level":
+            p.value = "1"
+    onnx.save(net, str(tmp_path / "level01.onnx"))
+    couplings = [0.3, entry["coupling"], m.beta] + ([m.beta] if scheme == "split" else [])
     write_manifest(str(tmp_path), name="transplant-L4", size=4, beta=m.beta, coarsest=2,
-                   coarsest_couplings=m.coarsest_couplings, couplings=[0.3, entry["coupling"], m.beta],
-                   networks={1: "level01.onnx"})
+                   coarsest_couplings=m.coarsest_couplings, couplings=couplings,
+                   networks={1: "level01.onnx"}, scheme=scheme)
     s = MultilevelSampler(model=str(tmp_path))
     lq = s.log_prob(state_spins(4))
     assert abs(np.exp(lq).sum() - 1.0) < 1e-12
@@ -62,9 +73,11 @@ def test_a_trained_conditional_gives_a_normalised_q_at_L4(tmp_path):
     assert np.array_equal(s.log_prob(d.spins), d.log_q)
 
 
-@pytest.mark.parametrize("name", [m["name"] for m in SHIPPED if m["size"] == 8])
+@pytest.mark.parametrize("name", [m["name"] for m in SHIPPED
+                                  if m["size"] == 8 or (m["size"] == 16 and m["name"].startswith("rigcs-split"))])
 def test_small_shipped_models_are_unbiased(name):
-    """ln Z_hat within 3 sigma of Kaufman and reweighted E within 4 sigma at L = 8."""
+    """ln Z_hat within 3 sigma of Kaufman and reweighted E within 4 sigma at L = 8 (and L = 16 for the
+    split-scheme models, whose L = 16 ESS of 0.8 makes 20,000 draws a sharp test)."""
     s = MultilevelSampler(model=name)
     d = s.sample(20_000, seed=29)
     L = s.size
