@@ -30,6 +30,21 @@ print(json.dumps(out))
 """
 
 
+# Preamble of the CUDA-simulator statistics scripts (run with NUMBA_ENABLE_CUDASIM=1; argv: K, replicas,
+# thermalisation and measured updates on the 8x8 torus).
+SIMULATOR_L8_PREAMBLE = """
+import json, sys, time, warnings
+sys.setswitchinterval(5e-4)  # simulated threads wait on each other: quick GIL hand-overs run ~3x faster
+import numpy as np
+warnings.simplefilter("ignore")
+from numba.cuda.core import config
+assert config.ENABLE_CUDASIM, "the simulator is not enabled"
+from isingcore.measure.observables import energy_per_site, magnetization
+
+L, K, R, n_therm, n_meas = 8, float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+"""
+
+
 def compile_ptx(sigs_code: str) -> dict:
     """Lower kernels to PTX for sm_90 in a subprocess (no simulator, no device needed).
 

@@ -22,7 +22,7 @@ import array_api_compat.numpy as xnp
 import array_api_strict as xps
 import numpy as np
 import pytest
-from cuda_testing import assert_import_is_importerror_without_device, compile_ptx
+from cuda_testing import SIMULATOR_L8_PREAMBLE, assert_import_is_importerror_without_device, compile_ptx
 from statistics_testing import check, energy_magnetization_series, reject
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -577,19 +577,10 @@ def test_cuda_kernels_statistics_under_simulator():
 
 
 
-L8_SCRIPT = textwrap.dedent(
+L8_SCRIPT = SIMULATOR_L8_PREAMBLE + textwrap.dedent(
     r"""
-    import json, sys, time, warnings
-    sys.setswitchinterval(5e-4)  # simulated threads wait on each other: quick GIL hand-overs run ~3x faster
-    import numpy as np
-    warnings.simplefilter("ignore")
-    from numba.cuda.core import config
-    assert config.ENABLE_CUDASIM, "the simulator is not enabled"
     from isingcore.backends.cuda import swendsen_wang as G
     from isingcore.mcmc.swendsen_wang import bond_threshold
-    from isingcore.measure.observables import energy_per_site, magnetization
-
-    L, K, R, n_therm, n_meas = 8, float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     G.MAX_GRID_Y = 1  # one block loops over the replicas: far fewer simulated threads
     t0 = time.perf_counter()
     s = np.where(np.random.default_rng(12).random((R, L, L)) < 0.5, 1, -1).astype(np.int8)

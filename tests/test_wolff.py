@@ -24,7 +24,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from cuda_testing import compile_ptx
+from cuda_testing import SIMULATOR_L8_PREAMBLE, compile_ptx
 from statistics_testing import check, energy_magnetization_series, reject
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -651,19 +651,10 @@ def test_cuda_simulator_distribution_from_cold_start(tmp_path_factory):
 
 
 
-L8_SCRIPT = textwrap.dedent(
+L8_SCRIPT = SIMULATOR_L8_PREAMBLE + textwrap.dedent(
     r"""
-    import json, sys, time, warnings
-    sys.setswitchinterval(5e-4)  # simulated threads wait on each other: quick GIL hand-overs run ~3x faster
-    import numpy as np
-    warnings.simplefilter("ignore")
-    from numba.cuda.core import config
-    assert config.ENABLE_CUDASIM, "the simulator is not enabled"
     from isingcore.backends.cuda import wolff as G
     from isingcore.mcmc.wolff import bond_threshold
-    from isingcore.measure.observables import energy_per_site, magnetization
-
-    L, K, R, n_therm, n_meas = 8, float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     G.MAX_GRID_Y = G.MAX_BLOCKS = 1  # one block loops over the replicas: far fewer simulated threads
     out = {"simulator": G.SIMULATOR}
     for k, method in enumerate(sys.argv[5].split(",")):
