@@ -9,7 +9,8 @@ import pytest
 from isingcore.rg import models as M
 from isingcore.rg import upscale as U
 
-SHIPPED = {"ecmk-b3-k9": (3, "mean", 107), "ecmk-b3-k9-mse": (3, "mean", 107), "minimal-b2-k3": (2, "logit", 3), "minimal-b2-k5": (2, "logit", 6),
+SHIPPED = {"ecmk-b3-k9": (3, "mean", 107), "ecmk-b3-k9-mse": (3, "mean", 107), "ecmk-b3-k9-g50": (3, "mean", 107),
+           "minimal-b2-k3": (2, "logit", 3), "minimal-b2-k5": (2, "logit", 6),
            "minimal-b2-k7": (2, "logit", 10)}
 REQUIRED = ("isingcore.format", "family", "name", "scale", "halo", "kernel_size", "output_kind", "clamp", "trained_on",
             "beta", "train_size", "train_count", "loss", "loss_terms", "data_sha256", "date", "isingcore_version",
