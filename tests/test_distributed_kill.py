@@ -72,6 +72,13 @@ def _throttle(seconds):
     return os.getpid()
 
 
+# The workers cannot import this test module (``tests`` is not on their path when pytest was started
+# as ``pytest`` rather than ``python -m pytest``): pickle its functions by value.
+import cloudpickle  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
 def _committed(path):
     try:
         with open_ensemble(str(path)) as e:
