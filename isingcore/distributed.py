@@ -85,6 +85,25 @@ def split_chains(chains: int, n_shards: int) -> list[range]:
     return out
 
 
+def _stored_attrs(writer) -> dict:
+    """A shard file's root attributes with its ``extra`` attributes merged in."""
+    stored = dict(writer.attrs)
+    stored.update(stored.get("extra") or {})
+    return stored
+
+
+def _writer_of_run(path: str, run: str, iio):
+    """The writer continuing ``path`` if it is a readable shard of run ``run``, else None (it is then overwritten)."""
+    try:
+        writer = iio.EnsembleWriter.resume(path)
+    except (iio.EnsembleFormatError, OSError, ValueError):
+        return None
+    if _stored_attrs(writer).get("run") != run:
+        writer.close()
+        return None
+    return writer
+
+
 def run_shard(spec: dict) -> dict:
     """Run (or continue) one shard; executed on a worker. Returns a summary dict.
 
@@ -104,28 +123,18 @@ def run_shard(spec: dict) -> dict:
     n = stop - first
     sim_kw = dict(spec["sim_kw"], replicas=n, stream=first)
     t0 = time.perf_counter()
-    writer = None
-    retry = False
-    if not spec["resume"] and spec.get("run") and os.path.exists(path):
-        # The driver removed (or refused) every shard file before submitting, so a file here was written by an
-        # earlier attempt of this very task: Dask re-runs a task whose worker died. Continue it from its last
-        # committed configuration instead of starting over (nothing flushed is lost or computed twice).
-        try:
+    writer, retry = None, False
+    if os.path.exists(path):
+        if spec["resume"]:
             writer = iio.EnsembleWriter.resume(path)
-            stored = dict(writer.attrs)
-            stored.update(stored.get("extra") or {})
-            if stored.get("run") != spec["run"]:
-                writer.close()
-                writer = None
-            else:
-                retry = True
-        except (iio.EnsembleFormatError, OSError, ValueError):
-            writer = None  # not a readable ensemble of this run: start afresh (overwrite)
-    if (spec["resume"] and os.path.exists(path)) or retry:
-        if writer is None:
-            writer = iio.EnsembleWriter.resume(path)
-        stored = dict(writer.attrs)
-        stored.update(stored.get("extra") or {})
+        elif spec.get("run"):
+            # The driver removed (or refused) every shard file before submitting, so a file of this run here was
+            # written by an earlier attempt of this very task: Dask re-runs a task whose worker died. Continue it
+            # from its last committed configuration (nothing flushed is lost or computed twice).
+            writer = _writer_of_run(path, spec["run"], iio)
+            retry = writer is not None
+    if writer is not None:
+        stored = _stored_attrs(writer)
         want = {**spec["attrs"], **spec["attrs"]["extra"]}
         for key in RESUME_KEYS:
             if key in stored and stored[key] != want[key]:
@@ -219,11 +228,6 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None, *, 
     except BaseException:
         cluster.close()
         raise
-
-
-def _client(workers: int | None, scheduler: str | None, backend: str = "numpy"):
-    """Kept for callers of the old name: :func:`cluster_client`."""
-    return cluster_client(workers, scheduler, backend=backend)
 
 
 def sample_distributed(args, *, overwrite: bool, resume: bool, progress: bool, log=print) -> str:
