@@ -56,10 +56,28 @@ def bond_sum(spins) -> np.ndarray:
     return to_numpy(xp.sum(xp.reshape(t, (t.shape[0], -1)), axis=1)).astype(np.float64)
 
 
-class HeatBathLevel:
-    """Heat-bath conditional with nearest-neighbour coupling K: ``a_v = 2 K sum_nb s_nb``."""
+def _site_sums(sm, idx, xp):
+    """``sum_j sm[idx[:, j]]``: ``(n_sites, B)`` int8 sums of spins (a sum of at most four spins fits)."""
+    total = xp.take(sm, xp.asarray(idx[:, 0]), axis=0)
+    for j in range(1, idx.shape[1]):
+        total = total + xp.take(sm, xp.asarray(idx[:, j]), axis=0)
+    return total
+
+
+class _TabulatedLevel:
+    """A level whose log-odds take finitely many values: thresholds and realised log-probabilities
+    ``T``, ``logp_up``, ``logp_dn`` are tables indexed by a per-site case number."""
 
     network = None
+
+    def _lookup(self, idx, xp):
+        """``(T, log P(+1), log P(-1))`` of the cases ``idx`` (``(n_sites, B)`` int64)."""
+        return (xp.take(xp.asarray(self.T), idx, axis=0), xp.take(xp.asarray(self.logp_up), idx, axis=0),
+                xp.take(xp.asarray(self.logp_dn), idx, axis=0))
+
+
+class HeatBathLevel(_TabulatedLevel):
+    """Heat-bath conditional with nearest-neighbour coupling K: ``a_v = 2 K sum_nb s_nb``."""
 
     def __init__(self, level, K: float):
         K = float(K)
@@ -75,13 +93,8 @@ class HeatBathLevel:
 
         ``sm``: the configurations site-major, ``(L*L, B)`` int8 (row gathers are contiguous copies).
         """
-        nb = self.level.neighbours
-        total = xp.take(sm, xp.asarray(nb[:, 0]), axis=0)  # int8: a sum of four spins fits
-        for j in range(1, 4):
-            total = total + xp.take(sm, xp.asarray(nb[:, j]), axis=0)
-        idx = xp.astype((total + 4) // 2, xp.int64)
-        return (xp.take(xp.asarray(self.T), idx, axis=0), xp.take(xp.asarray(self.logp_up), idx, axis=0),
-                xp.take(xp.asarray(self.logp_dn), idx, axis=0))
+        total = _site_sums(sm, self.level.neighbours, xp)
+        return self._lookup(xp.astype((total + 4) // 2, xp.int64), xp)
 
 
 def decimated_log_odds(beta: float) -> np.ndarray:
@@ -97,14 +110,12 @@ def decimated_log_odds(beta: float) -> np.ndarray:
     return np.array([-pos[1], -pos[0], pos[0], pos[1]])
 
 
-class DecimatedLevel:
+class DecimatedLevel(_TabulatedLevel):
     """The exact conditional of a ``"decimated"`` level: ``a_v = sum_{a nb v} f(S_a)`` (:func:`decimated_log_odds`).
 
     The four ``S_a`` take 4**4 value combinations; the thresholds of all of them are tabulated, the
     sum always taken in neighbour order, so Z2 holds bit for bit.
     """
-
-    network = None
 
     def __init__(self, level, beta: float):
         self.level = level
@@ -121,13 +132,9 @@ class DecimatedLevel:
         sec = self.level.second_neighbours
         idx = None
         for j in range(4):
-            S = xp.take(sm, xp.asarray(sec[:, j, 0]), axis=0)  # int8
-            for k in (1, 2):
-                S = S + xp.take(sm, xp.asarray(sec[:, j, k]), axis=0)
-            dig = xp.astype((S + 3) // 2, xp.int64) * (4 ** j)
+            dig = xp.astype((_site_sums(sm, sec[:, j, :], xp) + 3) // 2, xp.int64) * (4 ** j)
             idx = dig if idx is None else idx + dig
-        return (xp.take(xp.asarray(self.T), idx, axis=0), xp.take(xp.asarray(self.logp_up), idx, axis=0),
-                xp.take(xp.asarray(self.logp_dn), idx, axis=0))
+        return self._lookup(idx, xp)
 
 
 class NetworkLevel:
