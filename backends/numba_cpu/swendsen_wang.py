@@ -50,14 +50,13 @@ U64 = np.uint64
 
 
 @njit(inline="always", cache=True)
-def _words(buf, o0, o1, o2, o3, first, n, step, seed, stream):
+def _words(buf, first, n, step, seed, stream):
     """buf[off + q] = word ``first + q`` (q < n) of (seed, stream, step, SWENDSEN_WANG); off = first & 3.
 
-    The vectorised structure-of-arrays Philox of :mod:`isingcore.backends.numba_cpu.philox`; the
-    lanes go to the scratch arrays o0..o3 and are then interleaved into ``buf``.
+    The vectorised Philox of :mod:`isingcore.backends.numba_cpu.philox`.
     """
     ng = ((first + n + 3) >> 2) - (first >> 2)
-    words_into(buf, o0[:ng], o1[:ng], o2[:ng], o3[:ng], first, step, PURPOSE_SW, seed, stream)
+    words_into(buf, ng, first, step, PURPOSE_SW, seed, stream)
 
 
 @njit(inline="always", cache=True)
@@ -88,10 +87,10 @@ def _union(p, a, b):
 
 
 @njit(inline="always", cache=True)
-def _row_bonds(s, i, Lx, Ly, T, buf, c0, c1, c2, c3, step, seed, stream, dn, rt):
+def _row_bonds(s, i, Lx, Ly, T, buf, step, seed, stream, dn, rt):
     """Open bonds of row i: dn[j] = bond (i,j)-(i+1,j), rt[j] = bond (i,j)-(i,j+1) (uint8 0/1)."""
     first = 2 * i * Ly
-    _words(buf, c0, c1, c2, c3, first, 2 * Ly, step, seed, stream)
+    _words(buf, first, 2 * Ly, step, seed, stream)
     off = first & 3
     row = s[i]
     below = s[i + 1 if i + 1 < Lx else 0]
@@ -139,7 +138,7 @@ def _scan_row(p, base, Ly, up, rt, ph, pl):
 
 
 @njit(cache=True)
-def _update(s, p, cnt, roots, coin, buf, c0, c1, c2, c3, bonds, ph, pl, T, seed, stream, step, record):
+def _update(s, p, cnt, roots, coin, buf, bonds, ph, pl, T, seed, stream, step, record):
     """One Swendsen-Wang update of the replica ``s`` (Lx, Ly) in place; returns (S2, S4)."""
     Lx, Ly = s.shape
     N = Lx * Ly
@@ -150,7 +149,7 @@ def _update(s, p, cnt, roots, coin, buf, c0, c1, c2, c3, bonds, ph, pl, T, seed,
             dnc, rtc, dnp = dn1, rt1, dn0
         else:
             dnc, rtc, dnp = dn0, rt0, dn1
-        _row_bonds(s, i, Lx, Ly, T, buf, c0, c1, c2, c3, step, seed, stream, dnc, rtc)
+        _row_bonds(s, i, Lx, Ly, T, buf, step, seed, stream, dnc, rtc)
         base = np.int64(i) * Ly
         if i == 0:
             cur = np.int64(0)
@@ -178,7 +177,7 @@ def _update(s, p, cnt, roots, coin, buf, c0, c1, c2, c3, bonds, ph, pl, T, seed,
     for i in range(Lx):
         base = np.int64(i) * Ly
         first = 2 * N + base
-        _words(buf, c0, c1, c2, c3, first, Ly, step, seed, stream)
+        _words(buf, first, Ly, step, seed, stream)
         off = first & 3
         row = s[i]
         for j in range(Ly):  # coin of site k, used if k is a root: -1 (flip) iff word < 2**31
@@ -221,7 +220,7 @@ def _replicas(spins, r0, r1, n, steps, T, seed, streams, m2, m4, record):
     cnt = np.empty(N, np.int32)
     roots = np.empty(N, np.int32)
     coin = np.empty(N, np.int8)
-    c0, c1, c2, c3, buf = word_scratch(ng)
+    buf = word_scratch(ng)
     bonds = np.zeros((4, Ly), np.uint8)
     ph = np.empty(Ly, np.int32)
     pl = np.empty(Ly, np.int32)
@@ -229,7 +228,7 @@ def _replicas(spins, r0, r1, n, steps, T, seed, streams, m2, m4, record):
         s = spins[r]
         for t in range(n):
             step = np.uint64(steps[r]) + np.uint64(t)
-            S2, S4 = _update(s, p, cnt, roots, coin, buf, c0, c1, c2, c3, bonds, ph, pl, T, seed, streams[r], step,
+            S2, S4 = _update(s, p, cnt, roots, coin, buf, bonds, ph, pl, T, seed, streams[r], step,
                              record)
             if record:
                 x2 = np.float64(S2) / nn

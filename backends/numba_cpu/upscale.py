@@ -140,7 +140,7 @@ def _row_thresholds(frow, mub, tb, kind, clamp, pow2):
 
 @njit(inline="always", cache=True)
 def _sample_row(field, coarse, fine, n_local, n, x, x0, b, kind, clamp, seed, stream, step, purpose, pow2,
-                c0, c1, c2, c3, buf, mub, tb, gx0, gy0, gLy):
+                buf, mub, tb, gx0, gy0, gLy):
     """Fine row x of configuration n (field row x - x0 of tile configuration n_local); returns #non-finite.
 
     Three passes over the row: parents (no division per site), thresholds (vectorised), draws.
@@ -150,7 +150,7 @@ def _sample_row(field, coarse, fine, n_local, n, x, x0, b, kind, clamp, seed, st
     Ly = fine.shape[2]
     first = (gx0 + x) * gLy + gy0
     ng = ((first + Ly + 3) >> 2) - (first >> 2)
-    words_into(buf, c0[:ng], c1[:ng], c2[:ng], c3[:ng], first, step, purpose, seed, stream)
+    words_into(buf, ng, first, step, purpose, seed, stream)
     off = first - 4 * (first >> 2)
     crow = coarse[n, x // b]
     out = fine[n, x]
@@ -178,14 +178,14 @@ def _sample_rows_parallel(field, coarse, fine, n0, x0, skip, b, kind, clamp, see
     ngmax = (Ly + 6) // 4 + 1
     bad = np.zeros(n_chunks, np.int64)
     for ch in prange(n_chunks):
-        c0, c1, c2, c3, buf = word_scratch(ngmax)
+        buf = word_scratch(ngmax)
         mub = np.empty(Ly, np.int32)
         tb = np.empty(Ly, np.int64)
         for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
             nl = rr // rows_per
             x = x0 + skip + (rr - nl * rows_per)
             bad[ch] += _sample_row(field, coarse, fine, nl, n0 + nl, x, x0, b, kind, clamp, seed, streams[n0 + nl],
-                                       step, purpose, pow2, c0, c1, c2, c3, buf, mub, tb, gx0, gy0, gLy)
+                                       step, purpose, pow2, buf, mub, tb, gx0, gy0, gLy)
     return bad.sum()
 
 
@@ -195,14 +195,14 @@ def _sample_rows_serial(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed,
     Nc, H, Ly = field.shape
     gLy = Ly if gLy == 0 else gLy
     ngmax = (Ly + 6) // 4 + 1
-    c0, c1, c2, c3, buf = word_scratch(ngmax)
+    buf = word_scratch(ngmax)
     mub = np.empty(Ly, np.int32)
     tb = np.empty(Ly, np.int64)
     bad = 0
     for nl in range(Nc):
         for x in range(x0 + skip, x0 + H):
             bad += _sample_row(field, coarse, fine, nl, n0 + nl, x, x0, b, kind, clamp, seed, streams[n0 + nl],
-                                   step, purpose, pow2, c0, c1, c2, c3, buf, mub, tb, gx0, gy0, gLy)
+                                   step, purpose, pow2, buf, mub, tb, gx0, gy0, gLy)
     return bad
 
 
