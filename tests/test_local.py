@@ -81,6 +81,22 @@ def test_every_threading_driver_gives_the_reference_bits(driver, shape):
         np.testing.assert_array_equal(out, ref)
 
 
+@pytest.mark.parametrize("alg", ALGS)
+def test_fused_kernel_with_zero_thresholds_gives_the_reference_bits(alg):
+    """At beta = 200 exp(-8 beta) underflows and the uphill moves have threshold 0 (never taken;
+    ceil(p 2^32) >= 1 for any p > 0). The 32-bit fast path needs T >= 1, so these rows take the
+    int64 loop; both must give the reference bits."""
+    thr = local.flip_thresholds(alg, 200.0, 1.0, 0.0)
+    assert thr.min() == 0 and thr.max() >= 2**31
+    rs = np.random.default_rng(11)
+    spins = rs.choice(np.array([-1, 1], np.int8), size=(2, 8, 12))
+    streams = np.arange(2, dtype=np.uint32)
+    ref = local.checkerboard_sweeps(spins, 6, step=5, thresholds=thr, seed=3, streams=streams, xp=xnp)
+    out = fused.checkerboard_sweeps(spins.copy(), 6, step=5, thresholds=thr, seed=3, streams=streams)
+    np.testing.assert_array_equal(out, ref)
+    assert not np.array_equal(ref, spins)
+
+
 def test_row_split_layout_and_round_trip():
     rs = np.random.default_rng(1)
     s = rs.choice(np.array([-1, 1], np.int8), size=(2, 6, 8))

@@ -203,6 +203,8 @@ def test_config_validation():
         rg_training.TrainConfig(family="ecmk", weighted=True).resolved()
     with pytest.raises(ValueError, match="kernel_size"):
         rg_training.TrainConfig(family="minimal", kernel_size=4).resolved()
+    with pytest.raises(ValueError, match="lr_schedule"):
+        rg_training.TrainConfig(lr_schedule="linear").resolved()
     with pytest.raises(ValueError, match="divisible"):
         rg_training.train(np.ones((4, 10, 10), np.int8), family="ecmk", epochs=1, progress=False)
 
@@ -247,6 +249,15 @@ def test_training_lowers_the_loss_and_is_reproducible(ensemble, checkpoints, tmp
     assert loaded["loss_curve"] == checkpoints["minimal"]["loss_curve"]
     m1, m2 = rg_training.model_from_checkpoint(loaded), rg_training.model_from_checkpoint(checkpoints["minimal"])
     assert torch.equal(m1.coarse_weight(), m2.coarse_weight())
+
+
+def test_cosine_schedule_decays_the_rate_to_zero(ensemble, checkpoints):
+    assert [e["lr"] for e in checkpoints["ecmk"]["loss_curve"][1:]] == [1e-3, 1e-3]  # constant by default
+    ck = rg_training.train(ensemble, family="ecmk", epochs=2, batch_size=16, lr_schedule="cosine", progress=False)
+    lrs = [e["lr"] for e in ck["loss_curve"][1:]]  # 4 batches per epoch: after 4 of 8, lr/2; after 8, 0
+    assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(0.0, abs=1e-12)
+    assert ck["config"]["lr_schedule"] == "cosine"
+    assert ck["loss_curve"][1] != checkpoints["ecmk"]["loss_curve"][1]
 
 
 def test_ecmk_on_block_means_with_kaufman_target(ensemble):

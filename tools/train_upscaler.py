@@ -38,6 +38,8 @@ def parse_args(argv=None):
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-3)")
+    ap.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                    help="constant rate, or cosine decay to 0 over the run (per batch)")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0, help="initial parameters, batches and majority-rule ties")
     ap.add_argument("--gamma", type=float, default=5000.0, help="ECMK: weight of the c10 penalty")
@@ -65,7 +67,8 @@ def main(argv=None):
     )
 
     cfg = TrainConfig(family=args.family, kernel_size=args.kernel_size, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+                      batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+                      weight_decay=args.weight_decay, seed=args.seed,
                       gamma=args.gamma, c10_target=args.c10_target, trained_on=args.trained_on,
                       weighted=args.weighted, val_fraction=args.val_fraction, progress=not args.no_progress,
                       device=args.device)
