@@ -260,6 +260,18 @@ def test_cosine_schedule_decays_the_rate_to_zero(ensemble, checkpoints):
     assert ck["loss_curve"][1] != checkpoints["ecmk"]["loss_curve"][1]
 
 
+def test_init_from_continues_a_checkpoint(ensemble, checkpoints, tmp_path):
+    src = rg_training.save_checkpoint(checkpoints["ecmk"], tmp_path / "src.pt")
+    ck = rg_training.train(ensemble, family="ecmk", epochs=1, batch_size=16, init_from=src, progress=False)
+    # epoch 0 of the continued run is the source's last epoch: same parameters, same held-out data
+    assert ck["loss_curve"][0]["val"] == pytest.approx(checkpoints["ecmk"]["loss_curve"][-1]["val"], rel=1e-6)
+    assert ck["init_from"]["sha256"] == rg_training.file_sha256(src)
+    assert checkpoints["ecmk"]["init_from"] is None
+    other = rg_training.save_checkpoint(checkpoints["minimal"], tmp_path / "minimal.pt")
+    with pytest.raises(ValueError, match="init_from"):
+        rg_training.train(ensemble, family="ecmk", epochs=1, init_from=other, progress=False)
+
+
 def test_ecmk_on_block_means_with_kaufman_target(ensemble):
     ckpt = rg_training.train(ensemble, family="ecmk", trained_on="block_mean", c10_target="kaufman", epochs=1,
                              batch_size=32, val_fraction=0.0, progress=False)

@@ -50,6 +50,8 @@ def parse_args(argv=None):
     ap.add_argument("--weighted", action="store_true",
                     help="minimal: weight configurations by 2^-n_ties (seed 003 eq. 13), normalised per batch")
     ap.add_argument("--val-fraction", type=float, default=0.1, help="held-out tail of the data")
+    ap.add_argument("--init-from", default=None, metavar="CHECKPOINT.pt",
+                    help="start from this checkpoint's parameters (same family and kernel size)")
     ap.add_argument("--out", required=True, metavar="CHECKPOINT.pt")
     ap.add_argument("--loss-png", default=None, metavar="FILE.png", help="plot the loss curve")
     ap.add_argument("--device", default="cpu", help="torch device, e.g. cuda (needs a CUDA build of torch)")
@@ -70,7 +72,8 @@ def main(argv=None):
                       batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                       weight_decay=args.weight_decay, seed=args.seed,
                       gamma=args.gamma, c10_target=args.c10_target, trained_on=args.trained_on,
-                      weighted=args.weighted, val_fraction=args.val_fraction, progress=not args.no_progress,
+                      weighted=args.weighted, val_fraction=args.val_fraction, init_from=args.init_from,
+                      progress=not args.no_progress,
                       device=args.device)
     words = sys.argv if argv is None else [sys.argv[0], *argv]
     command = "python " + shlex.join(words)

@@ -104,6 +104,7 @@ class TrainConfig:
     trained_on: str = "majority"  #: "majority" or "block_mean" (ECMK only)
     weighted: bool = False  #: minimal: tie weights 2^(-n_ties), normalised per batch
     val_fraction: float = 0.1
+    init_from: str | None = None  #: start from this checkpoint's parameters (same family and kernel size)
     progress: bool = True  #: tqdm progress bar
     device: str = "cpu"  #: torch device of the model and the batches (the data stays on the host)
 
@@ -144,6 +145,8 @@ class TrainConfig:
             c.c10_target = float(c.c10_target)
         elif c.c10_target not in ("critical", "kaufman"):
             raise ValueError(f"c10_target must be 'critical', 'kaufman' or a number, got {c.c10_target!r}")
+        if c.init_from is not None:
+            c.init_from = os.fspath(c.init_from)
         if not 0.0 <= float(c.val_fraction) < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {c.val_fraction!r}")
         c.val_fraction = float(c.val_fraction)
@@ -326,7 +329,8 @@ def train(data, config: TrainConfig | None = None, *, beta: float | None = None,
     "train": {"total", parts...}, "val": {...}}``; the training entries of epochs >= 1 are averages
     of the batch losses during the epoch, the validation entries are evaluated after it),
     ``final`` (``{"split", "loss", "terms"}``: the last validation loss, or the last training loss
-    if nothing is held out), ``clamp`` (ECMK), ``command``, ``date``, ``isingcore_version``,
+    if nothing is held out), ``init_from`` (None, or the starting checkpoint's path, SHA-256,
+    command and final loss), ``clamp`` (ECMK), ``command``, ``date``, ``isingcore_version``,
     ``torch_version``.
     """
     from tqdm.auto import tqdm
@@ -340,6 +344,13 @@ def train(data, config: TrainConfig | None = None, *, beta: float | None = None,
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(cfg.family, cfg.kernel_size, generator=gen)
+    init = None
+    if cfg.init_from is not None:
+        init = load_checkpoint(cfg.init_from)
+        if (init["family"], init["kernel_size"]) != (cfg.family, cfg.kernel_size):
+            raise ValueError(f"init_from={cfg.init_from!r} holds a {init['family']} k={init['kernel_size']} model, "
+                             f"not {cfg.family} k={cfg.kernel_size}")
+        model.load_state_dict(init["state_dict"])
     dev = torch.device(cfg.device)
     model.to(dev)
     b = model.scale
@@ -420,6 +431,8 @@ def train(data, config: TrainConfig | None = None, *, beta: float | None = None,
         "c10_target": c10_star,
         "loss_curve": curve,
         "final": {"split": "validation" if split == "val" else "train", "loss": final_loss, "terms": final_terms},
+        "init_from": None if init is None else {"path": cfg.init_from, "sha256": file_sha256(cfg.init_from),
+                                                "command": init.get("command"), "final": init.get("final")},
         "command": command if command is not None else f"isingcore.rg.train.train(config={cfg!r})",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "isingcore_version": isingcore.__version__,
