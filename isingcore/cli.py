@@ -141,9 +141,9 @@ def _add_upscale_args(p: argparse.ArgumentParser, defaults: dict) -> None:
 
 
 UPSCALE_DEFAULTS = dict(model=None, seed_size=512, configs=1, out=None, png=None, overwrite=False)
-#: ``isingcore run``: the README's main job: seed 512^2, 3 stages of the shipped ECMK trained on the mean-squared
-#: error alone (gamma = 0: the conditional mean; models_onnx/ecmk-b3-k9.md says why not gamma = 5000), table and PNG.
-RUN_UPSCALE_DEFAULTS = dict(model="ecmk-b3-k9-g50", seed_size=512, configs=1, out="isingcore_run.h5",
+#: ``isingcore run``: the README's main job: seed 512^2, 3 stages of the shipped ECMK (the seed paper's loss,
+#: gamma = 5000, trained by continuation from gamma = 50; models_onnx/ecmk-b3-k9.md), table and PNG.
+RUN_UPSCALE_DEFAULTS = dict(model="ecmk-b3-k9", seed_size=512, configs=1, out="isingcore_run.h5",
                             png="isingcore_run.png", overwrite=True)
 
 

@@ -133,7 +133,7 @@ def test_run_defaults_are_the_upscaling_job():
     from isingcore.cli import build_parser
 
     a = build_parser().parse_args(["run"])
-    assert (a.model, a.seed_size, a.stages, a.refine, a.configs) == ("ecmk-b3-k9-g50", 512, 3, 25, 1)
+    assert (a.model, a.seed_size, a.stages, a.refine, a.configs) == ("ecmk-b3-k9", 512, 3, 25, 1)
     assert a.out.endswith(".h5") and a.png.endswith(".png")
 
 

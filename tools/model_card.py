@@ -77,8 +77,12 @@ def main(argv=None) -> int:
               "train_count", "parameters", "loss", "data_sha256", "date", "isingcore_version"):
         out.append(f"| {k} | `{md.get(k, '')}` |")
     out += ["", "## Training data", ""] + data_provenance(ck.get("sources", []))
-    out += ["", "## Training", "",
-            f"Command: `{ck.get('command', '?')}`", "",
+    out += ["", "## Training", ""]
+    init = ck.get("init_from")
+    if init:
+        out += [f"Started from the parameters of `{init['path']}` (SHA-256 `{init['sha256'][:16]}...`), trained by "
+                f"`{init.get('command') or '?'}` (final loss {json.dumps(init.get('final'))}).", ""]
+    out += [f"Command: `{ck.get('command', '?')}`", "",
             f"Hyper-parameters: {json.dumps(cfg)}", "",
             f"Final loss after {final['epoch']} epochs: training {json.dumps(final['train'])}, "
             f"validation {json.dumps(final.get('val'))}.", "",

@@ -8,7 +8,7 @@ import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RES = os.path.join(HERE, "results")
-MODELS = ["ecmk-b3-k9-mse", "ecmk-b3-k9", "minimal-b2-k3", "minimal-b2-k5", "minimal-b2-k7"]
+MODELS = ["ecmk-b3-k9", "ecmk-b3-k9-g50", "ecmk-b3-k9-mse", "minimal-b2-k3", "minimal-b2-k5", "minimal-b2-k7"]
 # seed 003, Table II: gamma/nu and 1/nu from (32, 8), (64, 16), (128, 32)
 PAPER = {3: ((1.803, 1.804, 1.805), (1.163, 1.157, 1.155)), 5: ((1.781, 1.782, 1.782), (1.138, 1.120, 1.112)),
          7: ((1.777, 1.778, 1.778), (1.129, 1.106, 1.096))}
