@@ -267,6 +267,8 @@ def test_init_from_continues_a_checkpoint(ensemble, checkpoints, tmp_path):
     assert ck["loss_curve"][0]["val"] == pytest.approx(checkpoints["ecmk"]["loss_curve"][-1]["val"], rel=1e-6)
     assert ck["init_from"]["sha256"] == rg_training.file_sha256(src)
     assert checkpoints["ecmk"]["init_from"] is None
+    assert json.loads(rg_export.onnx_metadata(ck, "x")["training_init"]) == ck["init_from"]
+    assert "training_init" not in rg_export.onnx_metadata(checkpoints["ecmk"], "x")
     other = rg_training.save_checkpoint(checkpoints["minimal"], tmp_path / "minimal.pt")
     with pytest.raises(ValueError, match="init_from"):
         rg_training.train(ensemble, family="ecmk", epochs=1, init_from=other, progress=False)

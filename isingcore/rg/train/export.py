@@ -60,14 +60,15 @@ def onnx_metadata(ckpt: dict, name: str) -> dict[str, str]:
     given; ``loss`` the final validation loss (the final training loss when nothing was held out)
     and ``loss_terms`` its parts as JSON, plus ``"split"``; ``parameters`` the number of free
     parameters (ECMK: independent kernel entries + w1 + A); ``date`` when the model was trained;
-    ``isingcore_version`` the version that exports.
+    ``isingcore_version`` the version that exports; ``training_init`` (only for a training
+    continued from a checkpoint) that checkpoint's path, SHA-256, command and final loss as JSON.
     """
     import isingcore
 
     Lx, Ly = ckpt["train_size"]
     final = ckpt["final"]
     terms = {"split": final["split"], **final["terms"]}
-    return {
+    meta = {
         "isingcore.format": FORMAT,
         "family": ckpt["family"],
         "name": name,
@@ -88,6 +89,9 @@ def onnx_metadata(ckpt: dict, name: str) -> dict[str, str]:
         "training_command": ckpt["command"],
         "parameters": str(ckpt["parameters"]),
     }
+    if ckpt.get("init_from"):  # a continued training: where it started (path, SHA-256, command, loss)
+        meta["training_init"] = json.dumps(ckpt["init_from"], sort_keys=True)
+    return meta
 
 
 def build_onnx_model(ckpt, name: str | None = None):
