@@ -102,7 +102,9 @@ def _update_row(act, up, dn, row, side, buf, off, thr, symmetric):
     The periodic end of the row is peeled off so that the main loop has no wrap-around, and the
     threshold is picked by a chain of selects rather than a table load (a gather), which lets
     LLVM vectorise the loop (about 5x faster than the table lookup on AVX2). With h = 0 the table
-    depends on s*nb only (``symmetric``), and a 5-way chain suffices.
+    depends on s*nb only (``symmetric``): unless a threshold is 0 (exp(-8 beta) underflows, beta
+    above about 90) the row takes the 5-way chain of :func:`_update_row_narrow`; otherwise, and for
+    h != 0, the 10-way chain below in int64.
     """
     half = act.shape[0]
     t0, t1, t2, t3, t4, t5, t6, t7, t8, t9 = thr[0], thr[1], thr[2], thr[3], thr[4], thr[5], thr[6], thr[7], thr[8], thr[9]
@@ -114,19 +116,6 @@ def _update_row(act, up, dn, row, side, buf, off, thr, symmetric):
         _update_site(act, up, dn, row, half - 1, 0, buf, off, thr)
     if symmetric and t5 >= 1 and t6 >= 1 and t7 >= 1 and t8 >= 1 and t9 >= 1:
         _update_row_narrow(act, up, dn, row, side, buf, off, lo, hi, t5, t6, t7, t8, t9)
-        return
-    if symmetric:
-        # thr[5 + k] == thr[4 - k]: index by x = s * nb in {-4, ..., 4} -> thr[5 + (x + 4) / 2]
-        for m in range(lo, hi):
-            s = np.int32(act[m])
-            x = s * (np.int32(up[m]) + np.int32(dn[m]) + np.int32(row[m]) + np.int32(row[m + side]))
-            T = t5
-            T = t6 if x == -2 else T
-            T = t7 if x == 0 else T
-            T = t8 if x == 2 else T
-            T = t9 if x == 4 else T
-            flip = np.int32(np.int64(buf[off + m]) < T)
-            act[m] = np.int8(s - 2 * s * flip)
         return
     for m in range(lo, hi):
         s = np.int32(act[m])
@@ -168,8 +157,7 @@ def _row_words(buf, wb, half, gi, q0, gLy, step, purpose, seed, stream):
     hy = gLy >> 1
     base = gi * hy + (q0 >> 1)
     if q0 + 2 * (half - 1) < gLy:
-        ng = ((base + half + 3) >> 2) - (base >> 2)
-        words_into(buf, ng, base, step, purpose, seed, stream)
+        words_into(buf, base, half, step, purpose, seed, stream)
         return buf, base - 4 * (base >> 2)
     # the longest run s_main: m in [a, e) with word base - s hy + m
     s_main = 0
@@ -185,8 +173,7 @@ def _row_words(buf, wb, half, gi, q0, gLy, step, purpose, seed, stream):
         s += 1
     first = base - s_main * hy + a_main
     n = e_main - a_main
-    ng = ((first + n + 3) >> 2) - (first >> 2)
-    words_into(buf, ng, first, step, purpose, seed, stream)
+    words_into(buf, first, n, step, purpose, seed, stream)
     o = first - 4 * (first >> 2)
     for m in range(a_main, e_main):
         wb[m] = buf[o + m - a_main]
@@ -268,13 +255,12 @@ def _sweeps_parallel_rows(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE
     gLx, gLy = _global_sizes(Lx, 2 * half, gLx, gLy)
     rows = R * Lx
     n_chunks = min(rows, 64)  # scratch is allocated once per chunk of rows
-    ngmax = (half + 6) // 4 + 1
     symmetric = _is_symmetric(thr)
     for t in range(n_half):
         step = np.uint64(step0) + np.uint64(t)
         colour = np.int64(step & np.uint64(1))
         for ch in prange(n_chunks):
-            buf = word_scratch(ngmax)
+            buf = word_scratch(half)
             wb = np.empty(half, np.uint32)
             for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
                 r = rr // Lx
@@ -301,10 +287,9 @@ def _sweeps_parallel_replicas(ab, thr, seed, streams, step0, n_half, purpose=PUR
     """Threads over replicas, all half-sweeps of a replica in one go: one barrier per call."""
     R, Lx, _, half = ab.shape
     gLx, gLy = _global_sizes(Lx, 2 * half, gLx, gLy)
-    ngmax = (half + 6) // 4 + 1
     symmetric = _is_symmetric(thr)
     for r in prange(R):
-        buf = word_scratch(ngmax)
+        buf = word_scratch(half)
         wb = np.empty(half, np.uint32)
         # np.int64(r): the prange index is unsigned here, and passing it as it is compiled a second,
         # uint64 specialisation of _half_sweep_row_call (half of this driver's compile time)
@@ -319,9 +304,8 @@ def _sweeps_serial(ab, thr, seed, streams, step0, n_half, purpose=PURPOSE_LOCAL,
     """One thread, replica after replica."""
     R, Lx, _, half = ab.shape
     gLx, gLy = _global_sizes(Lx, 2 * half, gLx, gLy)
-    ngmax = (half + 6) // 4 + 1
     symmetric = _is_symmetric(thr)
-    buf = word_scratch(ngmax)
+    buf = word_scratch(half)
     wb = np.empty(half, np.uint32)
     for r in range(R):
         _replica_half_sweeps(ab, r, thr, seed, streams, step0, n_half, symmetric, buf, purpose,

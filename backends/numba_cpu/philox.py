@@ -99,18 +99,20 @@ def counter_run(buf, g0, ng, c1, c2, c3, k0, k1):
 
 
 @njit(inline="always", cache=True)
-def word_scratch(n_blocks):
-    """Scratch for :func:`words_into`: a uint32 buffer of ``n_blocks`` Philox blocks (4 words each)."""
-    return np.empty(4 * n_blocks, np.uint32)
+def word_scratch(n):
+    """Scratch for :func:`words_into` runs of up to ``n`` words at any alignment (whole Philox blocks)."""
+    return np.empty(4 * ((n + 6) // 4 + 1), np.uint32)
 
 
 @njit(inline="always", cache=True)
-def words_into(buf, ng, first, step, purpose, seed, stream):
-    """buf[q] = word (4*(first>>2) + q) of stream (seed, stream, step, purpose), for q < 4*ng.
+def words_into(buf, first, n, step, purpose, seed, stream):
+    """buf[(first & 3) + q] = word (first + q) of stream (seed, stream, step, purpose), for q < n.
 
-    Word ``first`` itself is therefore at ``buf[first & 3]``.
+    Whole blocks are generated: ``buf[:first & 3]`` and the tail up to the next block boundary
+    hold the neighbouring words of the same blocks.
     """
     st = np.uint64(step)
+    ng = ((first + n + 3) >> 2) - (first >> 2)
     counter_run(buf, first >> 2, ng, st & MASK, st >> S32, np.uint64(purpose), seed, stream)
 
 
@@ -120,9 +122,8 @@ def fill_words(out, first, step, purpose, seed, stream):
     n = out.shape[0]
     if n == 0:
         return
-    ng = ((first + n + 3) >> 2) - (first >> 2)
-    buf = word_scratch(ng)
-    words_into(buf, ng, first, step, purpose, seed, stream)
+    buf = word_scratch(n)
+    words_into(buf, first, n, step, purpose, seed, stream)
     off = first - 4 * (first >> 2)
     for q in range(n):
         out[q] = buf[off + q]
@@ -135,9 +136,8 @@ def stream_words(out, streams, step, purpose, seed):
     Threads over the streams; the same bits as :func:`isingcore.random.random_words`.
     """
     B, n = out.shape
-    ng = (n + 3) >> 2
     for i in prange(B):
-        buf = word_scratch(ng)
-        words_into(buf, ng, 0, step, purpose, seed, np.uint32(streams[i]))
+        buf = word_scratch(n)
+        words_into(buf, 0, n, step, purpose, seed, np.uint32(streams[i]))
         for k in range(n):
             out[i, k] = buf[k]

@@ -55,8 +55,7 @@ def _words(buf, first, n, step, seed, stream):
 
     The vectorised Philox of :mod:`isingcore.backends.numba_cpu.philox`.
     """
-    ng = ((first + n + 3) >> 2) - (first >> 2)
-    words_into(buf, ng, first, step, PURPOSE_SW, seed, stream)
+    words_into(buf, first, n, step, PURPOSE_SW, seed, stream)
 
 
 @njit(inline="always", cache=True)
@@ -214,13 +213,12 @@ def _replicas(spins, r0, r1, n, steps, T, seed, streams, m2, m4, record):
     """All n updates of the replicas r0 .. r1-1, one after the other (scratch allocated once)."""
     R, Lx, Ly = spins.shape
     N = Lx * Ly
-    ng = (2 * Ly + 6) // 4 + 1  # Philox blocks covering 2*Ly words at any alignment
     nn = np.float64(N) * np.float64(N)
     p = np.empty(N, np.int32)
     cnt = np.empty(N, np.int32)
     roots = np.empty(N, np.int32)
     coin = np.empty(N, np.int8)
-    buf = word_scratch(ng)
+    buf = word_scratch(2 * Ly)
     bonds = np.zeros((4, Ly), np.uint8)
     ph = np.empty(Ly, np.int32)
     pl = np.empty(Ly, np.int32)

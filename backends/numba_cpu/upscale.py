@@ -149,8 +149,7 @@ def _sample_row(field, coarse, fine, n_local, n, x, x0, b, kind, clamp, seed, st
     """
     Ly = fine.shape[2]
     first = (gx0 + x) * gLy + gy0
-    ng = ((first + Ly + 3) >> 2) - (first >> 2)
-    words_into(buf, ng, first, step, purpose, seed, stream)
+    words_into(buf, first, Ly, step, purpose, seed, stream)
     off = first - 4 * (first >> 2)
     crow = coarse[n, x // b]
     out = fine[n, x]
@@ -175,10 +174,9 @@ def _sample_rows_parallel(field, coarse, fine, n0, x0, skip, b, kind, clamp, see
     rows_per = H - skip
     rows = Nc * rows_per
     n_chunks = min(rows, _N_CHUNKS)
-    ngmax = (Ly + 6) // 4 + 1
     bad = np.zeros(n_chunks, np.int64)
     for ch in prange(n_chunks):
-        buf = word_scratch(ngmax)
+        buf = word_scratch(Ly)
         mub = np.empty(Ly, np.int32)
         tb = np.empty(Ly, np.int64)
         for rr in range(ch * rows // n_chunks, (ch + 1) * rows // n_chunks):
@@ -194,8 +192,7 @@ def _sample_rows_serial(field, coarse, fine, n0, x0, skip, b, kind, clamp, seed,
                         gx0=0, gy0=0, gLy=0):
     Nc, H, Ly = field.shape
     gLy = Ly if gLy == 0 else gLy
-    ngmax = (Ly + 6) // 4 + 1
-    buf = word_scratch(ngmax)
+    buf = word_scratch(Ly)
     mub = np.empty(Ly, np.int32)
     tb = np.empty(Ly, np.int64)
     bad = 0
